@@ -1,0 +1,17 @@
+# em_module(NAME dir DEPS ...): a static library from every .c file of a
+# module folder (not recursing into subfolders unless listed in EXTRA_DIRS).
+function(em_module name)
+  cmake_parse_arguments(M "" "" "DEPS;EXTRA_DIRS" ${ARGN})
+  set(globs ${CMAKE_CURRENT_SOURCE_DIR}/*.c)
+  foreach(d ${M_EXTRA_DIRS})
+    list(APPEND globs ${CMAKE_CURRENT_SOURCE_DIR}/${d}/*.c)
+  endforeach()
+  file(GLOB srcs CONFIGURE_DEPENDS ${globs})
+  if(NOT srcs)
+    add_library(${name} INTERFACE)
+    target_link_libraries(${name} INTERFACE ${M_DEPS})
+  else()
+    add_library(${name} STATIC ${srcs})
+    target_link_libraries(${name} PUBLIC ${M_DEPS})
+  endif()
+endfunction()
