@@ -1,0 +1,1140 @@
+/* Derivative formulas for every differentiable core op, written with core
+ * ops (so they run on any device the ops run on). Each formula gets the
+ * gradients of the node's outputs and writes the gradients of its inputs;
+ * the attrs layouts are the ones documented at the top of each core
+ * ops_<family>.c file.
+ *
+ * Formulas run with grad mode off. Inside a formula:
+ *   K(expr)     evaluates a call returning a new tensor, keeps it for release
+ *               at the end, jumps to the error path on NULL;
+ *   IN(i)/OUT_(i) the saved input / output i (borrowed, version-checked);
+ *   SET(i, expr) stores a new reference as input i's gradient;
+ *   NEED(i)     whether input i wants a gradient. */
+#include <math.h>
+
+#include "autograd/autograd_impl.h"
+
+typedef struct scope {
+  em_tensor *t[24];
+  int n;
+} scope;
+
+#define SCOPE \
+  scope sc_ = {{0}, 0}; \
+  (void)sc_
+#define K(expr)                                 \
+  ({                                            \
+    em_tensor *k_ = (expr);                     \
+    if (!k_) goto fail_;                        \
+    assert(sc_.n < 24);                         \
+    sc_.t[sc_.n++] = k_;                        \
+    k_;                                         \
+  })
+#define IN(i)                                   \
+  ({                                            \
+    em_tensor *x_ = em__ag_saved_in(n, (i));    \
+    if (!x_) goto fail_;                        \
+    x_;                                         \
+  })
+#define OUT_(i)                                 \
+  ({                                            \
+    em_tensor *x_ = em__ag_saved_out(n, (i));   \
+    if (!x_) goto fail_;                        \
+    x_;                                         \
+  })
+#define SET(i, expr)                            \
+  do {                                          \
+    em_tensor *o_ = (expr);                     \
+    if (!o_) goto fail_;                        \
+    gi[i] = o_;                                 \
+  } while (0)
+#define NEED(i) (n->next[(i)].node != NULL)
+#define DONE                                    \
+  for (int k_ = 0; k_ < sc_.n; k_++) em_tensor_release(sc_.t[k_]); \
+  return EM_OK;                                 \
+  fail_:                                        \
+  for (int k_ = 0; k_ < sc_.n; k_++) em_tensor_release(sc_.t[k_]); \
+  return em_last_status() ? em_last_status() : EM_ERR_INTERNAL
+
+#define BW(name) static em_status bw_##name(em_ag_node *n, em_tensor *const *go, em_tensor **gi)
+
+static em_scalar F(double v) { return em_scalar_float(v); }
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+em_tensor *em__ag_sum_to(em_tensor *g, int ndim, const int64_t *shape) {
+  bool same = g->ndim == ndim;
+  for (int i = 0; same && i < ndim; i++) same = g->shape[i] == shape[i];
+  if (same) return em_tensor_retain(g);
+  int lead = g->ndim - ndim;
+  if (lead < 0) return EM_FAIL(EM_ERR_INTERNAL, "sum_to: gradient has fewer dims than the input");
+  int64_t dims[EM_MAX_DIMS];
+  int nd = 0;
+  for (int i = 0; i < g->ndim; i++)
+    if (i < lead || (shape[i - lead] == 1 && g->shape[i] != 1)) dims[nd++] = i;
+  if (nd == 0) return em_tensor_reshape(g, ndim, shape);
+  em_tensor *s = em_tensor_sum(g, nd, dims, true, EM_DTYPE_UNDEFINED);
+  if (!s) return NULL;
+  em_tensor *r = em_tensor_reshape(s, ndim, shape);
+  em_tensor_release(s);
+  return r;
+}
+
+em_tensor *em__ag_to_input(em_ag_node *n, int i, em_tensor *g) {
+  const em_ag_tmeta *m = &n->in_meta[i];
+  em_tensor *s = em__ag_sum_to(g, m->ndim, m->shape);
+  if (!s || s->dtype == m->dtype || !em_dtype_is_float((em_dtype)m->dtype)) return s;
+  em_tensor *c = em_tensor_to_dtype(s, (em_dtype)m->dtype);
+  em_tensor_release(s);
+  return c;
+}
+#define TO_IN(i, g) em__ag_to_input(n, (i), (g))
+
+static em_tensor *zeros_of_input(em_ag_node *n, int i) {
+  const em_ag_tmeta *m = &n->in_meta[i];
+  em_tensor *z = em_tensor_empty_on(m->ndim, m->shape, (em_dtype)m->dtype, m->device);
+  if (z && em_tensor_zero_(z)) {
+    em_tensor_release(z);
+    return NULL;
+  }
+  return z;
+}
+
+static em_tensor *mul_s(em_tensor *t, double v) { return em_tensor_mul_scalar(t, F(v)); }
+
+/* 1 - t */
+static em_tensor *em_tensor_rsub_one(em_tensor *t) {
+  em_tensor *one = em_tensor_wrapped_scalar(em_scalar_int(1));
+  if (!one) return NULL;
+  em_tensor *r = em_tensor_sub(one, t);
+  em_tensor_release(one);
+  return r;
+}
+
+/* g reshaped so it broadcasts against the input of a reduction over
+ * attrs dims (keepdim in i[0]). */
+static em_tensor *unreduce(em_ag_node *n, em_tensor *g) {
+  const em_ag_tmeta *m = &n->in_meta[0];
+  bool keepdim = n->attrs.i[0];
+  if (keepdim || m->ndim == 0) return em_tensor_retain(g);
+  int64_t shape[EM_MAX_DIMS];
+  bool reduced[EM_MAX_DIMS] = {0};
+  if (n->attrs.nd == 0)
+    for (int d = 0; d < m->ndim; d++) reduced[d] = true;
+  for (int k = 0; k < n->attrs.nd; k++) reduced[n->attrs.d[k]] = true;
+  for (int d = 0; d < m->ndim; d++) shape[d] = reduced[d] ? 1 : m->shape[d];
+  return em_tensor_reshape(g, m->ndim, shape);
+}
+
+static int64_t reduced_count(em_ag_node *n) {
+  const em_ag_tmeta *m = &n->in_meta[0];
+  int64_t c = 1;
+  if (m->ndim == 0) return 1;
+  if (n->attrs.nd == 0)
+    for (int d = 0; d < m->ndim; d++) c *= m->shape[d];
+  for (int k = 0; k < n->attrs.nd; k++) c *= m->shape[n->attrs.d[k]];
+  return c;
+}
+
+static em_tensor *expand_in(em_ag_node *n, int i, em_tensor *g) {
+  return em_tensor_expand(g, n->in_meta[i].ndim, n->in_meta[i].shape);
+}
+
+/* ---- copies and views ------------------------------------------------------------- */
+
+BW(identity) {
+  SCOPE;
+  if (go[0] && NEED(0)) SET(0, TO_IN(0, go[0]));
+  DONE;
+}
+
+BW(fill) {
+  SCOPE;
+  if (NEED(0)) SET(0, zeros_of_input(n, 0));
+  DONE;
+}
+
+BW(view) {
+  SCOPE;
+  if (go[0] && NEED(0)) SET(0, em_tensor_reshape(go[0], n->in_meta[0].ndim, n->in_meta[0].shape));
+  DONE;
+}
+
+BW(permute) {
+  SCOPE;
+  int64_t inv[EM_MAX_DIMS];
+  for (int k = 0; k < n->attrs.nd; k++) inv[n->attrs.d[k]] = k;
+  if (go[0] && NEED(0)) SET(0, em_tensor_permute(go[0], n->attrs.nd, inv));
+  DONE;
+}
+
+BW(slice) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *z = K(zeros_of_input(n, 0));
+  em_tensor *v = K(em_tensor_slice(z, (int)n->attrs.i[0], n->attrs.i[1], INT64_MAX, n->attrs.i[2]));
+  em_tensor *v2 = K(em_tensor_narrow(v, (int)n->attrs.i[0], 0, go[0]->shape[n->attrs.i[0]]));
+  if (em_tensor_copy_(v2, go[0])) goto fail_;
+  SET(0, em_tensor_retain(z));
+ok:
+  DONE;
+}
+
+BW(select) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *z = K(zeros_of_input(n, 0));
+  em_tensor *v = K(em_tensor_select(z, (int)n->attrs.i[0], n->attrs.i[1]));
+  if (em_tensor_copy_(v, go[0])) goto fail_;
+  SET(0, em_tensor_retain(z));
+ok:
+  DONE;
+}
+
+BW(expand) {
+  SCOPE;
+  if (go[0] && NEED(0)) SET(0, TO_IN(0, go[0]));
+  DONE;
+}
+
+/* as_strided: scatter-add each output element's gradient onto the storage
+ * element it views (views may overlap, so accumulate one by one). */
+BW(as_strided) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *in = IN(0);
+  if (!em_tensor_is_contiguous(in)) {
+    em__set_error(EM_ERR_NOTIMPL, "as_strided backward: the input must be contiguous");
+    goto fail_;
+  }
+  em_tensor *z = K(em_tensor_zeros(in->ndim, in->shape, EM_FLOAT64));
+  em_tensor *g = K(em_tensor_to_dtype(go[0], EM_FLOAT64));
+  em_tensor *gc = K(em_tensor_contiguous(g));
+  double *zd = em_tensor_data(z);
+  const double *gd = em_tensor_data(gc);
+  int64_t base = n->attrs.i[0] - in->offset, idx[EM_MAX_DIMS] = {0};
+  for (int64_t e = 0; e < gc->numel; e++) {
+    int64_t off = base;
+    for (int d = 0; d < n->attrs.nd; d++) off += idx[d] * n->attrs.d2[d];
+    if (off >= 0 && off < z->numel) zd[off] += gd[e];
+    for (int d = n->attrs.nd - 1; d >= 0; d--) {
+      if (++idx[d] < n->attrs.d[d]) break;
+      idx[d] = 0;
+    }
+  }
+  SET(0, em_tensor_to_dtype(z, (em_dtype)in->dtype));
+ok:
+  DONE;
+}
+
+/* ---- shape ops ---------------------------------------------------------------------- */
+
+BW(cat) {
+  SCOPE;
+  if (!go[0]) goto ok;
+  int dim = (int)n->attrs.i[0];
+  int64_t start = 0;
+  for (int i = 0; i < n->nin; i++) {
+    const em_ag_tmeta *m = &n->in_meta[i];
+    /* legacy empty 1-D inputs take no slice */
+    bool skipped = m->ndim == 1 && m->shape[0] == 0 && go[0]->ndim != 1;
+    int64_t len = skipped ? 0 : m->shape[dim];
+    if (NEED(i)) {
+      if (skipped) SET(i, zeros_of_input(n, i));
+      else SET(i, TO_IN(i, K(em_tensor_narrow(go[0], dim, start, len))));
+    }
+    start += len;
+  }
+ok:
+  DONE;
+}
+
+BW(flip) {
+  SCOPE;
+  if (go[0] && NEED(0)) SET(0, em_tensor_flip(go[0], n->attrs.nd, n->attrs.d));
+  DONE;
+}
+
+BW(repeat) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  const em_ag_tmeta *m = &n->in_meta[0];
+  int nr = n->attrs.nd, lead = nr - m->ndim;
+  /* g: [r0*s0, r1*s1, ...] -> [r0, s0, r1, s1, ...], sum over the r dims */
+  int64_t shape[2 * EM_MAX_DIMS], dims[EM_MAX_DIMS];
+  int k = 0, nd = 0;
+  for (int i = 0; i < nr; i++) {
+    int64_t s = i < lead ? 1 : m->shape[i - lead];
+    dims[nd++] = k;
+    shape[k++] = n->attrs.d[i];
+    shape[k++] = s;
+  }
+  if (k > EM_MAX_DIMS) { /* too many dims for one view: reduce dim by dim */
+    em__set_error(EM_ERR_NOTIMPL, "repeat backward: more than %d dims", EM_MAX_DIMS / 2);
+    goto fail_;
+  }
+  em_tensor *gc = K(em_tensor_contiguous(go[0]));
+  em_tensor *v = K(em_tensor_view(gc, k, shape));
+  em_tensor *s = K(em_tensor_sum(v, nd, dims, false, EM_DTYPE_UNDEFINED));
+  SET(0, em_tensor_reshape(s, m->ndim, m->shape));
+ok:
+  DONE;
+}
+
+/* PAD: d[j] / d2[j] are the pads before / after dim j (negative crops);
+ * the gradient is the grad padded with the negated pads. */
+BW(pad) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int64_t neg[2 * EM_MAX_DIMS];
+  int np = 0;
+  for (int j = n->attrs.nd - 1; j >= 0; j--) {
+    neg[np++] = -n->attrs.d[j];
+    neg[np++] = -n->attrs.d2[j];
+  }
+  SET(0, em_tensor_pad(go[0], np, neg, 0));
+ok:
+  DONE;
+}
+
+/* ---- unary ----------------------------------------------------------------------------- */
+
+#define UNARY_BW(name, ...)                        \
+  BW(name) {                                       \
+    SCOPE;                                         \
+    em_tensor *g = go[0];                          \
+    if (!g || !NEED(0)) goto ok;                   \
+    __VA_ARGS__;                                   \
+  ok:                                              \
+    DONE;                                          \
+  }
+
+UNARY_BW(neg, SET(0, em_tensor_neg(g)))
+UNARY_BW(abs, SET(0, em_tensor_mul(g, K(em_tensor_sign(IN(0))))))
+UNARY_BW(zero, SET(0, zeros_of_input(n, 0)))
+UNARY_BW(exp, SET(0, em_tensor_mul(g, OUT_(0))))
+UNARY_BW(exp2, SET(0, mul_s(K(em_tensor_mul(g, OUT_(0))), M_LN2)))
+UNARY_BW(log, SET(0, em_tensor_div(g, IN(0))))
+UNARY_BW(log2, SET(0, em_tensor_div(g, K(mul_s(IN(0), M_LN2)))))
+UNARY_BW(log10, SET(0, em_tensor_div(g, K(mul_s(IN(0), M_LN10)))))
+UNARY_BW(log1p, SET(0, em_tensor_div(g, K(em_tensor_add_scalar(IN(0), F(1))))))
+UNARY_BW(expm1, SET(0, em_tensor_mul(g, K(em_tensor_add_scalar(OUT_(0), F(1))))))
+UNARY_BW(sqrt, SET(0, em_tensor_div(g, K(mul_s(OUT_(0), 2)))))
+UNARY_BW(rsqrt, SET(0, em_tensor_mul(g, K(mul_s(K(em_tensor_pow_scalar(OUT_(0), F(3))), -0.5)))))
+UNARY_BW(reciprocal, SET(0, em_tensor_mul(g, K(em_tensor_neg(K(em_tensor_square(OUT_(0))))))))
+UNARY_BW(square, SET(0, em_tensor_mul(g, K(mul_s(IN(0), 2)))))
+UNARY_BW(sin, SET(0, em_tensor_mul(g, K(em_tensor_cos(IN(0))))))
+UNARY_BW(cos, SET(0, em_tensor_mul(g, K(em_tensor_neg(K(em_tensor_sin(IN(0))))))))
+UNARY_BW(tan, SET(0, em_tensor_mul(g, K(em_tensor_add_scalar(K(em_tensor_square(OUT_(0))), F(1))))))
+/* asin: 1/sqrt(1-x^2); acos: the negative; atan: 1/(1+x^2) */
+UNARY_BW(asin, SET(0, em_tensor_mul(g, K(em_tensor_rsqrt(K(em_tensor_rsub_one(K(em_tensor_square(IN(0))))))))))
+UNARY_BW(acos, SET(0, em_tensor_neg(K(em_tensor_mul(g, K(em_tensor_rsqrt(K(em_tensor_rsub_one(K(em_tensor_square(IN(0))))))))))))
+UNARY_BW(atan, SET(0, em_tensor_div(g, K(em_tensor_add_scalar(K(em_tensor_square(IN(0))), F(1))))))
+UNARY_BW(sinh, SET(0, em_tensor_mul(g, K(em_tensor_cosh(IN(0))))))
+UNARY_BW(cosh, SET(0, em_tensor_mul(g, K(em_tensor_sinh(IN(0))))))
+/* tanh: 1 - y^2; sigmoid: y (1 - y) */
+UNARY_BW(tanh, SET(0, em_tensor_mul(g, K(em_tensor_rsub_one(K(em_tensor_square(OUT_(0))))))))
+UNARY_BW(sigmoid, SET(0, em_tensor_mul(g, K(em_tensor_mul(OUT_(0), K(em_tensor_rsub_one(OUT_(0))))))))
+/* erf: 2/sqrt(pi) exp(-x^2) */
+UNARY_BW(erf, SET(0, em_tensor_mul(g, K(mul_s(K(em_tensor_exp(K(em_tensor_neg(K(em_tensor_square(IN(0))))))),
+                                               M_2_SQRTPI)))))
+UNARY_BW(relu, SET(0, em_tensor_mul(g, K(em_tensor_gt_scalar(OUT_(0), em_scalar_int(0))))))
+/* silu: s (1 + x (1 - s)) with s = sigmoid(x) */
+UNARY_BW(silu, {
+  em_tensor *x = IN(0);
+  em_tensor *s = K(em_tensor_sigmoid(x));
+  em_tensor *t = K(em_tensor_add_scalar(K(em_tensor_mul(x, K(em_tensor_rsub_one(s)))), F(1)));
+  SET(0, em_tensor_mul(g, K(em_tensor_mul(s, t))));
+})
+UNARY_BW(frac, SET(0, em_tensor_retain(g)))
+UNARY_BW(leaky_relu, {
+  em_tensor *x = IN(0);
+  em_tensor *pos = K(em_tensor_gt_scalar(x, em_scalar_int(0)));
+  em_tensor *slope = K(em_tensor_full_like(x, F(n->attrs.f[0]), EM_DTYPE_UNDEFINED));
+  em_tensor *ones = K(em_tensor_ones_like(x, EM_DTYPE_UNDEFINED));
+  SET(0, em_tensor_mul(g, K(em_tensor_where(pos, ones, slope))));
+})
+/* gelu: Phi(x) + x phi(x) */
+UNARY_BW(gelu, {
+  em_tensor *x = IN(0);
+  em_tensor *cdf = K(mul_s(K(em_tensor_add_scalar(K(em_tensor_erf(K(mul_s(x, M_SQRT1_2)))), F(1))), 0.5));
+  em_tensor *pdf = K(mul_s(K(em_tensor_exp(K(mul_s(K(em_tensor_square(x)), -0.5)))), 0.5 * M_2_SQRTPI * M_SQRT1_2));
+  SET(0, em_tensor_mul(g, K(em_tensor_add(cdf, K(em_tensor_mul(x, pdf))))));
+})
+/* gelu(tanh): 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2), t = tanh(k (x + c x^3)) */
+UNARY_BW(gelu_tanh, {
+  const double k = M_SQRT2 * M_2_SQRTPI * 0.5, c = 0.044715;
+  em_tensor *x = IN(0);
+  em_tensor *x2 = K(em_tensor_square(x));
+  em_tensor *inner = K(mul_s(K(em_tensor_mul(x, K(em_tensor_add_scalar(K(mul_s(x2, c)), F(1))))), k));
+  em_tensor *t = K(em_tensor_tanh(inner));
+  em_tensor *left = K(mul_s(K(em_tensor_add_scalar(t, F(1))), 0.5));
+  em_tensor *dinner = K(mul_s(K(em_tensor_add_scalar(K(mul_s(x2, 3 * c)), F(1))), k));
+  em_tensor *right = K(mul_s(K(em_tensor_mul(K(em_tensor_mul(x, K(em_tensor_rsub_one(K(em_tensor_square(t)))))), dinner)), 0.5));
+  SET(0, em_tensor_mul(g, K(em_tensor_add(left, right))));
+})
+/* softplus: sigmoid(beta x) below the threshold, 1 above */
+UNARY_BW(softplus, {
+  em_tensor *x = IN(0);
+  double beta = n->attrs.f[0], thr = n->attrs.f[1];
+  em_tensor *bx = K(mul_s(x, beta));
+  em_tensor *lin = K(em_tensor_gt_scalar(bx, F(thr)));
+  em_tensor *ones = K(em_tensor_ones_like(x, EM_DTYPE_UNDEFINED));
+  SET(0, em_tensor_mul(g, K(em_tensor_where(lin, ones, K(em_tensor_sigmoid(bx))))));
+})
+/* elu: 1 for x > 0, y + alpha otherwise */
+UNARY_BW(elu, {
+  em_tensor *x = IN(0);
+  em_tensor *pos = K(em_tensor_gt_scalar(x, em_scalar_int(0)));
+  em_tensor *ones = K(em_tensor_ones_like(x, EM_DTYPE_UNDEFINED));
+  em_tensor *neg = K(em_tensor_add_scalar(OUT_(0), F(n->attrs.f[0])));
+  SET(0, em_tensor_mul(g, K(em_tensor_where(pos, ones, neg))));
+})
+UNARY_BW(hardtanh, {
+  em_tensor *x = IN(0);
+  em_tensor *in_range = K(em_tensor_logical_and(K(em_tensor_gt_scalar(x, F(n->attrs.f[0]))),
+                                                K(em_tensor_lt_scalar(x, F(n->attrs.f[1])))));
+  SET(0, em_tensor_mul(g, in_range));
+})
+/* clamp: the gradient passes where min <= x <= max */
+UNARY_BW(clamp, {
+  em_tensor *x = IN(0);
+  em_tensor *mask = K(em_tensor_ones_like(x, EM_BOOL));
+  if (n->attrs.i[0]) mask = K(em_tensor_logical_and(mask, K(em_tensor_ge_scalar(x, F(n->attrs.f[0])))));
+  if (n->attrs.i[1]) mask = K(em_tensor_logical_and(mask, K(em_tensor_le_scalar(x, F(n->attrs.f[1])))));
+  SET(0, em_tensor_mul(g, mask));
+})
+/* x ** s: s x^(s-1) (0 when s == 0) */
+UNARY_BW(pow_scalar, {
+  em_tensor *x = IN(0);
+  double s = em_scalar_to_double(n->attrs.s);
+  if (s == 0) SET(0, zeros_of_input(n, 0));
+  else SET(0, em_tensor_mul(g, K(mul_s(K(em_tensor_pow_scalar(x, F(s - 1))), s))));
+})
+/* s ** x: y ln s */
+UNARY_BW(rpow_scalar, SET(0, em_tensor_mul(g, K(mul_s(OUT_(0), log(em_scalar_to_double(n->attrs.s)))))))
+
+/* ---- binary ------------------------------------------------------------------------------ */
+
+BW(add) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, TO_IN(0, g));
+  if (NEED(1)) {
+    double alpha = em_scalar_to_double(n->attrs.s);
+    SET(1, TO_IN(1, alpha == 1 ? g : K(mul_s(g, alpha))));
+  }
+ok:
+  DONE;
+}
+
+BW(sub) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, TO_IN(0, g));
+  if (NEED(1)) SET(1, TO_IN(1, K(mul_s(g, -em_scalar_to_double(n->attrs.s)))));
+ok:
+  DONE;
+}
+
+BW(mul) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(g, IN(1)))));
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_mul(g, IN(0)))));
+ok:
+  DONE;
+}
+
+BW(div) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  em_tensor *b = IN(1);
+  if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_div(g, b))));
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_neg(K(em_tensor_div(K(em_tensor_mul(g, OUT_(0))), b))))));
+ok:
+  DONE;
+}
+
+BW(zeros2) {
+  SCOPE;
+  for (int i = 0; i < n->nin; i++)
+    if (NEED(i)) SET(i, zeros_of_input(n, i));
+  DONE;
+}
+
+/* remainder: a - b floor(a/b); fmod: a - b trunc(a/b) */
+static em_status rem_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool floor_mode) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, TO_IN(0, g));
+  if (NEED(1)) {
+    em_tensor *q = K(em_tensor_div(IN(0), IN(1)));
+    q = K(floor_mode ? em_tensor_floor(q) : em_tensor_trunc(q));
+    SET(1, TO_IN(1, K(em_tensor_neg(K(em_tensor_mul(g, q))))));
+  }
+ok:
+  DONE;
+}
+BW(remainder) { return rem_bw(n, go, gi, true); }
+BW(fmod) { return rem_bw(n, go, gi, false); }
+
+/* pow(a, b): b a^(b-1), and y ln a (0 where a == 0 and b >= 0) */
+BW(pow) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  em_tensor *a = IN(0), *b = IN(1);
+  if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(g, K(em_tensor_mul(b, K(em_tensor_pow(a, K(em_tensor_sub_scalar(b, F(1)))))))))));
+  if (NEED(1)) {
+    em_tensor *t = K(em_tensor_mul(OUT_(0), K(em_tensor_log(a))));
+    em_tensor *mask = K(em_tensor_logical_and(K(em_tensor_eq_scalar(a, em_scalar_int(0))),
+                                              K(em_tensor_ge_scalar(b, em_scalar_int(0)))));
+    t = K(em_tensor_masked_fill(t, mask, em_scalar_int(0)));
+    SET(1, TO_IN(1, K(em_tensor_mul(g, t))));
+  }
+ok:
+  DONE;
+}
+
+/* maximum/minimum: the gradient goes to the winner, split in half on ties */
+static em_status minmax_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool is_max) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  em_tensor *a = IN(0), *b = IN(1);
+  em_tensor *half = K(mul_s(g, 0.5));
+  em_tensor *tie = K(em_tensor_eq(a, b));
+  em_tensor *zero = K(em_tensor_zeros_like(g, EM_DTYPE_UNDEFINED));
+  em_tensor *a_wins = K(is_max ? em_tensor_gt(a, b) : em_tensor_lt(a, b));
+  em_tensor *b_wins = K(is_max ? em_tensor_lt(a, b) : em_tensor_gt(a, b));
+  if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_where(tie, half, K(em_tensor_where(a_wins, g, zero))))));
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_where(tie, half, K(em_tensor_where(b_wins, g, zero))))));
+ok:
+  DONE;
+}
+BW(maximum) { return minmax_bw(n, go, gi, true); }
+BW(minimum) { return minmax_bw(n, go, gi, false); }
+
+BW(atan2) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  em_tensor *a = IN(0), *b = IN(1);
+  em_tensor *den = K(em_tensor_add(K(em_tensor_square(a)), K(em_tensor_square(b))));
+  em_tensor *gd = K(em_tensor_div(g, den));
+  if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(gd, b))));
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_neg(K(em_tensor_mul(gd, a))))));
+ok:
+  DONE;
+}
+
+/* ---- ternary -------------------------------------------------------------------------------- */
+
+BW(where) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  em_tensor *c = IN(0);
+  em_tensor *zero = K(em_tensor_zeros_like(g, EM_DTYPE_UNDEFINED));
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_where(c, g, zero))));
+  if (NEED(2)) SET(2, TO_IN(2, K(em_tensor_where(c, zero, g))));
+ok:
+  DONE;
+}
+
+/* lerp(a, b, w) = a + w (b - a); the weight is input 2 unless i[0] (then
+ * the scalar f[0]) */
+BW(lerp) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (n->attrs.i[0]) {
+    double w = n->attrs.f[0];
+    if (NEED(0)) SET(0, TO_IN(0, K(mul_s(g, 1 - w))));
+    if (NEED(1)) SET(1, TO_IN(1, K(mul_s(g, w))));
+  } else {
+    em_tensor *w = IN(2);
+    if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(g, K(em_tensor_rsub_one(w))))));
+    if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_mul(g, w))));
+    if (NEED(2)) SET(2, TO_IN(2, K(em_tensor_mul(g, K(em_tensor_sub(IN(1), IN(0)))))));
+  }
+ok:
+  DONE;
+}
+
+BW(addcmul) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  double v = em_scalar_to_double(n->attrs.s);
+  if (NEED(0)) SET(0, TO_IN(0, g));
+  if (NEED(1)) SET(1, TO_IN(1, K(mul_s(K(em_tensor_mul(g, IN(2))), v))));
+  if (NEED(2)) SET(2, TO_IN(2, K(mul_s(K(em_tensor_mul(g, IN(1))), v))));
+ok:
+  DONE;
+}
+
+BW(addcdiv) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  double v = em_scalar_to_double(n->attrs.s);
+  em_tensor *t2 = IN(2);
+  if (NEED(0)) SET(0, TO_IN(0, g));
+  if (NEED(1)) SET(1, TO_IN(1, K(mul_s(K(em_tensor_div(g, t2)), v))));
+  if (NEED(2))
+    SET(2, TO_IN(2, K(mul_s(K(em_tensor_div(K(em_tensor_mul(g, IN(1))), K(em_tensor_square(t2)))), -v))));
+ok:
+  DONE;
+}
+
+/* ---- reductions ------------------------------------------------------------------------------- */
+
+BW(sum) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  SET(0, TO_IN(0, K(expand_in(n, 0, K(unreduce(n, go[0]))))));
+ok:
+  DONE;
+}
+
+BW(mean) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int64_t c = reduced_count(n);
+  em_tensor *e = K(expand_in(n, 0, K(unreduce(n, go[0]))));
+  SET(0, TO_IN(0, K(mul_s(e, 1.0 / (double)c))));
+ok:
+  DONE;
+}
+
+/* amax/amin: spread evenly over the elements that attain the extreme */
+BW(amax) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *x = IN(0);
+  em_tensor *y = K(expand_in(n, 0, K(unreduce(n, OUT_(0)))));
+  em_tensor *mask = K(em_tensor_to_dtype(K(em_tensor_eq(x, y)), (em_dtype)x->dtype));
+  em_tensor *cnt = K(em_tensor_sum(mask, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED));
+  em_tensor *g = K(unreduce(n, go[0]));
+  SET(0, em_tensor_mul(mask, K(em_tensor_div(g, cnt))));
+ok:
+  DONE;
+}
+
+/* var: 2 (x - mean) / (N - correction); std: (x - mean) / ((N - c) std) */
+static em_status var_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool is_std) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *x = IN(0);
+  double dof = (double)reduced_count(n) - n->attrs.f[0];
+  em_tensor *mean = K(em_tensor_mean(x, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED));
+  em_tensor *xc = K(em_tensor_sub(x, mean));
+  em_tensor *g = K(unreduce(n, go[0]));
+  if (is_std) {
+    em_tensor *s = K(unreduce(n, OUT_(0)));
+    SET(0, em_tensor_mul(xc, K(mul_s(K(em_tensor_div(g, s)), 1.0 / dof))));
+  } else {
+    SET(0, em_tensor_mul(xc, K(mul_s(g, 2.0 / dof))));
+  }
+ok:
+  DONE;
+}
+BW(var) { return var_bw(n, go, gi, false); }
+BW(std) { return var_bw(n, go, gi, true); }
+
+BW(logsumexp) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *x = IN(0);
+  em_tensor *y = K(unreduce(n, OUT_(0)));
+  SET(0, em_tensor_mul(K(unreduce(n, go[0])), K(em_tensor_exp(K(em_tensor_sub(x, y))))));
+ok:
+  DONE;
+}
+
+/* norm: p = 2: x / y; p = 1: sign(x); inf: like amax of |x|; other p:
+ * x |x|^(p-2) / y^(p-1). Zero norms give zero gradients. */
+BW(norm) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *x = IN(0);
+  double p = n->attrs.f[0];
+  em_tensor *g = K(unreduce(n, go[0]));
+  em_tensor *y = K(unreduce(n, OUT_(0)));
+  em_tensor *r;
+  if (p == 1) {
+    r = K(em_tensor_mul(g, K(em_tensor_sign(x))));
+  } else if (isinf(p)) {
+    em_tensor *ax = K(em_tensor_abs(x));
+    em_tensor *mask = K(em_tensor_to_dtype(K(em_tensor_eq(ax, y)), (em_dtype)x->dtype));
+    em_tensor *cnt = K(em_tensor_sum(mask, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED));
+    r = K(em_tensor_mul(K(em_tensor_mul(mask, K(em_tensor_sign(x)))), K(em_tensor_div(g, cnt))));
+  } else {
+    em_tensor *num = p == 2 ? x : K(em_tensor_mul(x, K(em_tensor_pow_scalar(K(em_tensor_abs(x)), F(p - 2)))));
+    em_tensor *den = p == 2 ? y : K(em_tensor_pow_scalar(y, F(p - 1)));
+    em_tensor *q = K(em_tensor_div(K(em_tensor_mul(g, num)), den));
+    em_tensor *zero = K(em_tensor_zeros_like(q, EM_DTYPE_UNDEFINED));
+    em_tensor *ymask = K(em_tensor_eq_scalar(K(em_tensor_expand_as(y, q)), em_scalar_int(0)));
+    r = K(em_tensor_where(ymask, zero, q));
+  }
+  SET(0, em_tensor_retain(r));
+ok:
+  DONE;
+}
+
+/* max_dim/min_dim: values' gradient scattered back to the indices.
+ * attrs: i[0] keepdim, i[1] dim. */
+BW(max_dim) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int dim = (int)n->attrs.i[1];
+  em_tensor *idx = OUT_(1), *g = go[0];
+  if (!n->attrs.i[0] && n->in_meta[0].ndim > 0) {
+    idx = K(em_tensor_unsqueeze(idx, dim));
+    g = K(em_tensor_unsqueeze(g, dim));
+  }
+  em_tensor *z = K(zeros_of_input(n, 0));
+  SET(0, em_tensor_scatter(z, dim, idx, g));
+ok:
+  DONE;
+}
+
+/* softmax: y (g - sum(g y)); log_softmax: g - exp(y) sum(g). attrs i[1] = dim. */
+BW(softmax) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int64_t dim = n->attrs.i[1];
+  em_tensor *y = OUT_(0), *g = go[0];
+  em_tensor *s = K(em_tensor_sum(K(em_tensor_mul(g, y)), 1, &dim, true, EM_DTYPE_UNDEFINED));
+  SET(0, TO_IN(0, K(em_tensor_mul(y, K(em_tensor_sub(g, s))))));
+ok:
+  DONE;
+}
+
+BW(log_softmax) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int64_t dim = n->attrs.i[1];
+  em_tensor *y = OUT_(0), *g = go[0];
+  em_tensor *s = K(em_tensor_sum(g, 1, &dim, true, EM_DTYPE_UNDEFINED));
+  SET(0, TO_IN(0, K(em_tensor_sub(g, K(em_tensor_mul(K(em_tensor_exp(y)), s))))));
+ok:
+  DONE;
+}
+
+/* cumsum: the reversed cumulative sum of g. attrs i[1] = dim. */
+BW(cumsum) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int64_t dim = n->attrs.i[1];
+  em_tensor *f = K(em_tensor_flip(go[0], 1, &dim));
+  em_tensor *c = K(em_tensor_cumsum(f, (int)dim, EM_DTYPE_UNDEFINED));
+  SET(0, TO_IN(0, K(em_tensor_flip(c, 1, &dim))));
+ok:
+  DONE;
+}
+
+/* prod and cumprod: d/dx_k of a product is the product of the other
+ * factors. Computed exactly (zeros included) in float64 on the host: for
+ * each reduced group, prefix and suffix products. */
+typedef struct group_iter {
+  int ndim;
+  int64_t shape[EM_MAX_DIMS];
+  bool reduced[EM_MAX_DIMS];
+} group_iter;
+
+static em_status products_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool cumulative) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *x = IN(0);
+  const em_ag_tmeta *m = &n->in_meta[0];
+  /* move the reduced dims last: [outer..., group] */
+  int64_t perm[EM_MAX_DIMS];
+  bool reduced[EM_MAX_DIMS] = {0};
+  int np = 0;
+  if (cumulative) {
+    reduced[m->ndim ? n->attrs.i[1] : 0] = true;
+  } else if (n->attrs.nd == 0) {
+    for (int d = 0; d < m->ndim; d++) reduced[d] = true;
+  } else {
+    for (int k = 0; k < n->attrs.nd; k++) reduced[n->attrs.d[k]] = true;
+  }
+  int64_t outer = 1, group = 1;
+  for (int d = 0; d < m->ndim; d++)
+    if (!reduced[d]) {
+      perm[np++] = d;
+      outer *= m->shape[d];
+    }
+  for (int d = 0; d < m->ndim; d++)
+    if (reduced[d]) {
+      perm[np++] = d;
+      group *= m->shape[d];
+    }
+  em_tensor *g = cumulative ? go[0] : K(expand_in(n, 0, K(unreduce(n, go[0]))));
+  em_tensor *xp = K(em_tensor_contiguous(K(em_tensor_to_dtype(K(em_tensor_permute(x, np, perm)), EM_FLOAT64))));
+  em_tensor *gp = K(em_tensor_contiguous(K(em_tensor_to_dtype(K(em_tensor_permute(g, np, perm)), EM_FLOAT64))));
+  em_tensor *rp = K(em_tensor_empty(xp->ndim, xp->shape, EM_FLOAT64));
+  const double *xd = em_tensor_data(xp), *gd = em_tensor_data(gp);
+  double *rd = em_tensor_data(rp);
+  for (int64_t o = 0; rd && o < outer; o++) {
+    const double *xs = xd + o * group, *gs = gd + o * group;
+    double *rs = rd + o * group;
+    for (int64_t k = 0; k < group; k++) {
+      double acc = 0;
+      if (!cumulative) {
+        double prod = 1; /* all factors but k */
+        for (int64_t j = 0; j < group; j++)
+          if (j != k) prod *= xs[j];
+        acc = gs[k] * prod;
+      } else {
+        /* y_j = prod_{i<=j} x_i: dy_j/dx_k = prod_{i<=j, i!=k} x_i for j >= k */
+        double before = 1;
+        for (int64_t i = 0; i < k; i++) before *= xs[i];
+        double after = 1;
+        for (int64_t j = k; j < group; j++) {
+          if (j > k) after *= xs[j];
+          acc += gs[j] * before * after;
+        }
+      }
+      rs[k] = acc;
+    }
+  }
+  int64_t inv[EM_MAX_DIMS];
+  for (int k = 0; k < np; k++) inv[perm[k]] = k;
+  em_tensor *back = K(em_tensor_permute(rp, np, inv));
+  SET(0, em_tensor_to_dtype(back, (em_dtype)m->dtype));
+  /* to_dtype returns back itself for float64: it is retained, fine */
+ok:
+  DONE;
+}
+BW(prod) { return products_bw(n, go, gi, false); }
+BW(cumprod) { return products_bw(n, go, gi, true); }
+
+/* ---- linear algebra ------------------------------------------------------------------------------ */
+
+BW(mm) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, em_tensor_mm(g, K(em_tensor_t(IN(1)))));
+  if (NEED(1)) SET(1, em_tensor_mm(K(em_tensor_t(IN(0))), g));
+ok:
+  DONE;
+}
+
+BW(bmm) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, em_tensor_bmm(g, K(em_tensor_transpose(IN(1), 1, 2))));
+  if (NEED(1)) SET(1, em_tensor_bmm(K(em_tensor_transpose(IN(0), 1, 2)), g));
+ok:
+  DONE;
+}
+
+BW(mv) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, em_tensor_outer(g, IN(1)));
+  if (NEED(1)) SET(1, em_tensor_mv(K(em_tensor_t(IN(0))), g));
+ok:
+  DONE;
+}
+
+BW(dot) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  if (NEED(0)) SET(0, em_tensor_mul(g, IN(1)));
+  if (NEED(1)) SET(1, em_tensor_mul(g, IN(0)));
+ok:
+  DONE;
+}
+
+/* addmm(input, m1, m2): beta g, alpha g m2^T, alpha m1^T g. f[0] beta, f[1] alpha. */
+BW(addmm) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  double beta = n->attrs.f[0], alpha = n->attrs.f[1];
+  if (NEED(0)) SET(0, TO_IN(0, beta == 1 ? g : K(mul_s(g, beta))));
+  em_tensor *ga = alpha == 1 ? g : K(mul_s(g, alpha));
+  if (NEED(1)) SET(1, em_tensor_mm(ga, K(em_tensor_t(IN(2)))));
+  if (NEED(2)) SET(2, em_tensor_mm(K(em_tensor_t(IN(1))), ga));
+ok:
+  DONE;
+}
+
+BW(baddbmm) {
+  SCOPE;
+  em_tensor *g = go[0];
+  if (!g) goto ok;
+  double beta = n->attrs.f[0], alpha = n->attrs.f[1];
+  if (NEED(0)) SET(0, TO_IN(0, beta == 1 ? g : K(mul_s(g, beta))));
+  em_tensor *ga = alpha == 1 ? g : K(mul_s(g, alpha));
+  if (NEED(1)) SET(1, em_tensor_bmm(ga, K(em_tensor_transpose(IN(2), 1, 2))));
+  if (NEED(2)) SET(2, em_tensor_bmm(K(em_tensor_transpose(IN(1), 1, 2)), ga));
+ok:
+  DONE;
+}
+
+/* ---- indexing --------------------------------------------------------------------------------
+ * Layouts from core/ops_index.c: dims in i[0]; index tensors are inputs. */
+
+BW(index_select) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *z = K(zeros_of_input(n, 0));
+  if (em_tensor_index_add_(z, (int)n->attrs.i[0], IN(1), go[0], em_scalar_int(1))) goto fail_;
+  SET(0, em_tensor_retain(z));
+ok:
+  DONE;
+}
+
+BW(gather) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *z = K(zeros_of_input(n, 0));
+  if (em_tensor_scatter_add_(z, (int)n->attrs.i[0], IN(1), go[0])) goto fail_;
+  SET(0, em_tensor_retain(z));
+ok:
+  DONE;
+}
+
+/* scatter(t, index, src) and scatter_value(t, index): the overwritten
+ * places give t no gradient; src gets the gradient gathered back. */
+BW(scatter) {
+  SCOPE;
+  if (!go[0]) goto ok;
+  int dim = (int)n->attrs.i[0];
+  if (NEED(0)) SET(0, em_tensor_scatter_value(go[0], dim, IN(1), em_scalar_int(0)));
+  if (n->nin > 2 && NEED(2)) SET(2, em_tensor_gather(go[0], dim, IN(1)));
+ok:
+  DONE;
+}
+
+BW(scatter_add) {
+  SCOPE;
+  if (!go[0]) goto ok;
+  if (NEED(0)) SET(0, em_tensor_retain(go[0]));
+  if (NEED(2)) SET(2, em_tensor_gather(go[0], (int)n->attrs.i[0], IN(1)));
+ok:
+  DONE;
+}
+
+BW(index_add) {
+  SCOPE;
+  if (!go[0]) goto ok;
+  if (NEED(0)) SET(0, em_tensor_retain(go[0]));
+  if (NEED(2)) {
+    em_tensor *sel = K(em_tensor_index_select(go[0], (int)n->attrs.i[0], IN(1)));
+    double alpha = em_scalar_to_double(n->attrs.s);
+    if (alpha != 1) sel = K(mul_s(sel, alpha));
+    SET(2, em_tensor_reshape(sel, n->in_meta[2].ndim, n->in_meta[2].shape));
+  }
+ok:
+  DONE;
+}
+
+BW(masked_fill) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  SET(0, TO_IN(0, K(em_tensor_masked_fill(go[0], IN(1), em_scalar_int(0)))));
+ok:
+  DONE;
+}
+
+/* masked_select: the selected gradient values go back to the selected
+ * places of the broadcast shape, summed to t's shape. */
+BW(masked_select) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  em_tensor *mask = IN(1);
+  int nd;
+  int64_t shape[EM_MAX_DIMS];
+  const int ndims[2] = {n->in_meta[0].ndim, mask->ndim};
+  const int64_t *shapes[2] = {n->in_meta[0].shape, mask->shape};
+  if (em_broadcast_shapes(2, ndims, shapes, &nd, shape)) goto fail_;
+  em_tensor *z = K(em_tensor_zeros(nd, shape, (em_dtype)go[0]->dtype));
+  em_tensor *m = K(em_tensor_expand(mask, nd, shape));
+  if (em_tensor_index_put_(z, 1, &m, go[0], true)) goto fail_;
+  SET(0, TO_IN(0, z));
+ok:
+  DONE;
+}
+
+/* index(t, i0, i1, ...): the gradient accumulates back through the same
+ * indices (duplicates add up). */
+BW(index) {
+  SCOPE;
+  if (!go[0] || !NEED(0)) goto ok;
+  int ni = (int)n->attrs.i[0];
+  em_tensor *idx[EM_MAX_DIMS] = {0};
+  for (int k = 0; k < ni; k++) idx[k] = n->released || n->saved[k + 1].t ? IN(k + 1) : NULL;
+  em_tensor *z = K(zeros_of_input(n, 0));
+  if (em_tensor_index_put_(z, ni, idx, go[0], true)) goto fail_;
+  SET(0, em_tensor_retain(z));
+ok:
+  DONE;
+}
+
+/* index_put(t, values, i0, ...): t keeps the gradient where it was not
+ * overwritten (everywhere with accumulate); values get the indexed
+ * gradient summed to their shape. */
+BW(index_put) {
+  SCOPE;
+  if (!go[0]) goto ok;
+  int ni = (int)n->attrs.i[0];
+  em_tensor *idx[EM_MAX_DIMS] = {0};
+  for (int k = 0; k < ni; k++) idx[k] = n->released || n->saved[k + 2].t ? IN(k + 2) : NULL;
+  if (NEED(0)) {
+    if (n->attrs.i[1]) {
+      SET(0, em_tensor_retain(go[0]));
+    } else {
+      em_tensor *c = K(em_tensor_clone(go[0]));
+      em_tensor *zero = K(em_tensor_zeros(0, NULL, (em_dtype)go[0]->dtype));
+      if (em_tensor_index_put_(c, ni, idx, zero, false)) goto fail_;
+      SET(0, em_tensor_retain(c));
+    }
+  }
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_index(go[0], ni, idx))));
+ok:
+  DONE;
+}
+
+/* ---- the table --------------------------------------------------------------------------------------- */
+
+static em_ag_formula formulas[EM_OP_COUNT];
+
+static void set_f(em_op op, em_ag_backward_fn fn, uint32_t save_in, uint32_t save_out) {
+  formulas[op] = (em_ag_formula){fn, save_in, save_out};
+}
+
+#define B(i) (1u << (i))
+
+static void init_formulas(void) {
+  set_f(EM_OP_CLONE, bw_identity, 0, 0);
+  set_f(EM_OP_TO_DTYPE, bw_identity, 0, 0);
+  set_f(EM_OP_FILL, bw_fill, 0, 0);
+  set_f(EM_OP_VIEW, bw_view, 0, 0);
+  set_f(EM_OP_PERMUTE, bw_permute, 0, 0);
+  set_f(EM_OP_SLICE, bw_slice, 0, 0);
+  set_f(EM_OP_SELECT, bw_select, 0, 0);
+  set_f(EM_OP_EXPAND, bw_expand, 0, 0);
+  set_f(EM_OP_AS_STRIDED, bw_as_strided, B(0), 0);
+  set_f(EM_OP_CAT, bw_cat, 0, 0);
+  set_f(EM_OP_FLIP, bw_flip, 0, 0);
+  set_f(EM_OP_REPEAT, bw_repeat, 0, 0);
+  set_f(EM_OP_PAD, bw_pad, 0, 0);
+
+  set_f(EM_OP_UNARY_neg, bw_neg, 0, 0);
+  set_f(EM_OP_UNARY_abs, bw_abs, B(0), 0);
+  set_f(EM_OP_UNARY_sign, bw_zero, 0, 0);
+  set_f(EM_OP_UNARY_exp, bw_exp, 0, B(0));
+  set_f(EM_OP_UNARY_exp2, bw_exp2, 0, B(0));
+  set_f(EM_OP_UNARY_log, bw_log, B(0), 0);
+  set_f(EM_OP_UNARY_log2, bw_log2, B(0), 0);
+  set_f(EM_OP_UNARY_log10, bw_log10, B(0), 0);
+  set_f(EM_OP_UNARY_log1p, bw_log1p, B(0), 0);
+  set_f(EM_OP_UNARY_expm1, bw_expm1, 0, B(0));
+  set_f(EM_OP_UNARY_sqrt, bw_sqrt, 0, B(0));
+  set_f(EM_OP_UNARY_rsqrt, bw_rsqrt, 0, B(0));
+  set_f(EM_OP_UNARY_reciprocal, bw_reciprocal, 0, B(0));
+  set_f(EM_OP_UNARY_square, bw_square, B(0), 0);
+  set_f(EM_OP_UNARY_sin, bw_sin, B(0), 0);
+  set_f(EM_OP_UNARY_cos, bw_cos, B(0), 0);
+  set_f(EM_OP_UNARY_tan, bw_tan, 0, B(0));
+  set_f(EM_OP_UNARY_asin, bw_asin, B(0), 0);
+  set_f(EM_OP_UNARY_acos, bw_acos, B(0), 0);
+  set_f(EM_OP_UNARY_atan, bw_atan, B(0), 0);
+  set_f(EM_OP_UNARY_sinh, bw_sinh, B(0), 0);
+  set_f(EM_OP_UNARY_cosh, bw_cosh, B(0), 0);
+  set_f(EM_OP_UNARY_tanh, bw_tanh, 0, B(0));
+  set_f(EM_OP_UNARY_sigmoid, bw_sigmoid, 0, B(0));
+  set_f(EM_OP_UNARY_erf, bw_erf, B(0), 0);
+  set_f(EM_OP_UNARY_relu, bw_relu, 0, B(0));
+  set_f(EM_OP_UNARY_silu, bw_silu, B(0), 0);
+  set_f(EM_OP_UNARY_floor, bw_zero, 0, 0);
+  set_f(EM_OP_UNARY_ceil, bw_zero, 0, 0);
+  set_f(EM_OP_UNARY_round, bw_zero, 0, 0);
+  set_f(EM_OP_UNARY_trunc, bw_zero, 0, 0);
+  set_f(EM_OP_UNARY_frac, bw_frac, 0, 0);
+  set_f(EM_OP_LEAKY_RELU, bw_leaky_relu, B(0), 0);
+  set_f(EM_OP_GELU, bw_gelu, B(0), 0);
+  set_f(EM_OP_GELU_TANH, bw_gelu_tanh, B(0), 0);
+  set_f(EM_OP_SOFTPLUS, bw_softplus, B(0), 0);
+  set_f(EM_OP_ELU, bw_elu, B(0), B(0));
+  set_f(EM_OP_HARDTANH, bw_hardtanh, B(0), 0);
+  set_f(EM_OP_CLAMP, bw_clamp, B(0), 0);
+  set_f(EM_OP_POW_SCALAR, bw_pow_scalar, B(0), 0);
+  set_f(EM_OP_RPOW_SCALAR, bw_rpow_scalar, 0, B(0));
+
+  set_f(EM_OP_BINARY_add, bw_add, 0, 0);
+  set_f(EM_OP_BINARY_sub, bw_sub, 0, 0);
+  set_f(EM_OP_BINARY_mul, bw_mul, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_div, bw_div, B(1), B(0));
+  set_f(EM_OP_BINARY_floor_divide, bw_zeros2, 0, 0);
+  set_f(EM_OP_BINARY_trunc_divide, bw_zeros2, 0, 0);
+  set_f(EM_OP_BINARY_remainder, bw_remainder, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_fmod, bw_fmod, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_pow, bw_pow, B(0) | B(1), B(0));
+  set_f(EM_OP_BINARY_maximum, bw_maximum, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_minimum, bw_minimum, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_atan2, bw_atan2, B(0) | B(1), 0);
+
+  set_f(EM_OP_WHERE, bw_where, B(0), 0);
+  set_f(EM_OP_LERP, bw_lerp, B(0) | B(1) | B(2), 0);
+  set_f(EM_OP_ADDCMUL, bw_addcmul, B(1) | B(2), 0);
+  set_f(EM_OP_ADDCDIV, bw_addcdiv, B(1) | B(2), 0);
+
+  set_f(EM_OP_SUM, bw_sum, 0, 0);
+  set_f(EM_OP_MEAN, bw_mean, 0, 0);
+  set_f(EM_OP_PROD, bw_prod, B(0), 0);
+  set_f(EM_OP_AMAX, bw_amax, B(0), B(0));
+  set_f(EM_OP_AMIN, bw_amax, B(0), B(0));
+  set_f(EM_OP_VAR, bw_var, B(0), 0);
+  set_f(EM_OP_STD, bw_std, B(0), B(0));
+  set_f(EM_OP_LOGSUMEXP, bw_logsumexp, B(0), B(0));
+  set_f(EM_OP_NORM, bw_norm, B(0), B(0));
+  set_f(EM_OP_MAX_DIM, bw_max_dim, 0, B(1));
+  set_f(EM_OP_MIN_DIM, bw_max_dim, 0, B(1));
+  set_f(EM_OP_SOFTMAX, bw_softmax, 0, B(0));
+  set_f(EM_OP_LOG_SOFTMAX, bw_log_softmax, 0, B(0));
+  set_f(EM_OP_CUMSUM, bw_cumsum, 0, 0);
+  set_f(EM_OP_CUMPROD, bw_cumprod, B(0), 0);
+
+  set_f(EM_OP_INDEX_SELECT, bw_index_select, B(1), 0);
+  set_f(EM_OP_GATHER, bw_gather, B(1), 0);
+  set_f(EM_OP_SCATTER, bw_scatter, B(1), 0);
+  set_f(EM_OP_SCATTER_VALUE, bw_scatter, B(1), 0);
+  set_f(EM_OP_SCATTER_ADD, bw_scatter_add, B(1), 0);
+  set_f(EM_OP_INDEX_ADD, bw_index_add, B(1), 0);
+  set_f(EM_OP_MASKED_FILL, bw_masked_fill, B(1), 0);
+  set_f(EM_OP_MASKED_SELECT, bw_masked_select, B(1), 0);
+  set_f(EM_OP_INDEX, bw_index, ~B(0), 0);
+  set_f(EM_OP_INDEX_PUT, bw_index_put, ~(B(0) | B(1)), 0);
+
+  set_f(EM_OP_MM, bw_mm, B(0) | B(1), 0);
+  set_f(EM_OP_BMM, bw_bmm, B(0) | B(1), 0);
+  set_f(EM_OP_MV, bw_mv, B(0) | B(1), 0);
+  set_f(EM_OP_DOT, bw_dot, B(0) | B(1), 0);
+  set_f(EM_OP_ADDMM, bw_addmm, B(1) | B(2), 0);
+  set_f(EM_OP_BADDBMM, bw_baddbmm, B(1) | B(2), 0);
+}
+
+#include <pthread.h>
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+const em_ag_formula *em__ag_formula(em_op op) {
+  pthread_once(&once, init_formulas);
+  if (op < 0 || op >= EM_OP_COUNT || !formulas[op].backward) return NULL;
+  return &formulas[op];
+}
