@@ -1111,6 +1111,8 @@ static void init_formulas(void) {
   set_f(EM_OP_CUMSUM, bw_cumsum, 0, 0);
   set_f(EM_OP_CUMPROD, bw_cumprod, B(0), 0);
 
+  set_f(EM_OP_BERNOULLI_P, bw_zero, 0, 0);
+
   set_f(EM_OP_INDEX_SELECT, bw_index_select, B(1), 0);
   set_f(EM_OP_GATHER, bw_gather, B(1), 0);
   set_f(EM_OP_SCATTER, bw_scatter, B(1), 0);
