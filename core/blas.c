@@ -227,16 +227,23 @@ static void blas_init(void) {
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static inline void ensure(void) { pthread_once(&once, blas_init); }
+static atomic_bool loaded;
+static void blas_init_once(void) {
+  blas_init();
+  atomic_store(&loaded, true);
+}
+static inline void ensure(void) { pthread_once(&once, blas_init_once); }
 
 const char *em_blas_info(void) {
   ensure();
   return blas.info;
 }
 
+/* Applied now if BLAS is loaded; otherwise blas_init picks the count up
+ * when the first GEMM loads it (loading and self-checking costs ~100 ms,
+ * which processes that never multiply matrices should not pay). */
 void em__blas_set_num_threads(int n) {
-  ensure();
-  if (blas.set_threads) blas.set_threads(n);
+  if (atomic_load(&loaded) && blas.set_threads) blas.set_threads(n);
 }
 
 static bool fits_int(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {

@@ -84,7 +84,8 @@ em_status em__check_shape(const char *op, int ndim, const int64_t *shape, int64_
 #define EM_OPS_INDEX(X)                                                               \
   X(INDEX_SELECT) X(GATHER) X(SCATTER) X(SCATTER_VALUE) X(SCATTER_ADD) X(INDEX_ADD)   \
   X(MASKED_FILL) X(MASKED_SELECT) X(NONZERO) X(ONE_HOT) X(INDEX) X(INDEX_PUT)
-#define EM_OPS_RANDOM(X) X(UNIFORM) X(NORMAL) X(BERNOULLI) X(BERNOULLI_P) X(RANDINT) X(ARANGE)
+#define EM_OPS_RANDOM(X) \
+  X(UNIFORM) X(NORMAL) X(BERNOULLI) X(BERNOULLI_P) X(RANDINT) X(ARANGE) X(LINSPACE)
 
 /* Upper-case names for the public unary/binary X-lists. */
 #define EM__OP_UNARY_ENUM(name) EM_OP_UNARY_##name,
@@ -189,6 +190,24 @@ typedef void (*em_range_fn)(void *ctx, int64_t begin, int64_t end);
  * run inline. Returns when every chunk is done. */
 void em__parallel_for(int64_t n, int64_t grain, em_range_fn fn, void *ctx);
 bool em__in_parallel_region(void);
+
+/* ---- linalg kernels (core/cpu/linalg.c) --------------------------------------
+ * The batched product c[b] = beta * c[b] + alpha * a[b] @ b[b] for the
+ * dtypes BLAS does not serve (and for k == 0). Registered under EM_OP_MM
+ * for every dtype. a is [batch, n, k] with any strides (elements; batch
+ * strides may be 0), b is [batch, k, m] likewise but with contiguous rows
+ * (sb1 == 1); c is contiguous [batch, n, m]. beta 0:
+ * c is not read. The kernel computes the flattened rows [r0, r1) of
+ * [batch * n] and may run on several threads at once. */
+typedef struct em_gemm_args {
+  int64_t batch, n, m, k;
+  const char *a, *b;
+  char *c;
+  int64_t sab, sa0, sa1; /* a's strides (batch, row, col), elements */
+  int64_t sbb, sb0, sb1;
+  double alpha, beta;
+} em_gemm_args;
+typedef void (*em_gemm_fn)(const em_gemm_args *g, int64_t r0, int64_t r1);
 
 /* ---- BLAS (core/blas.c) ------------------------------------------------------
  * Row-major GEMM C = alpha * op(A) op(B) + beta * C through OpenBLAS when it

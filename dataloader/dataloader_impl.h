@@ -1,0 +1,192 @@
+/* dataloader internals shared by its files. Not part of the API. */
+#ifndef EMBER_DATALOADER_IMPL_H
+#define EMBER_DATALOADER_IMPL_H
+
+#include <stdatomic.h>
+
+#include "core/core_impl.h"
+#include "dataloader/dataloader.h"
+
+/* ---- objects ---------------------------------------------------------------- */
+
+struct em_dl_dataset {
+  atomic_int refcount;
+  em_dl_dataset_ops ops;
+  void *ctx;
+};
+
+struct em_dl_sampler {
+  atomic_int refcount;
+  em_dl_sampler_ops ops;
+  void *ctx;
+};
+
+struct em_dl_sampler_iter {
+  em_dl_sampler *s;
+  void *state;
+  bool begun, done;
+};
+
+/* Set once in a worker right after fork (process-global by nature: one
+ * worker per process). */
+extern em_dl_worker_info *em__dl_worker_info;
+
+/* ---- shared-memory segments (shm.c) ------------------------------------------ */
+
+/* Name prefix of every /dev/shm object this module creates:
+ * "/ember-dl-<creator pid>-<sequence>". */
+#define EM_DL_SHM_PREFIX "ember-dl-"
+
+/* Checks that /dev/shm can hold need bytes; EM_ERR_NOMEM naming what (and
+ * the sizes) if not. */
+em_status em__dl_shm_check_space(size_t need, const char *what);
+/* A new shared segment of len bytes (space checked, reserved with
+ * fallocate, its name already unlinked): *fd open read-write (the caller
+ * closes it), *addr mapped MAP_SHARED unless addr is NULL. */
+em_status em__dl_segment_create(size_t len, const char *what, int *fd, void **addr);
+/* Formats bytes as "12.0 MiB" into buf. */
+const char *em__dl_fmt_bytes(double bytes, char *buf, size_t size);
+
+/* ---- the batch builder and slot layout (collate.c) ----------------------------- */
+
+/* One tensor of a batch in a slot: geometry relative to the slot's data
+ * area (offset in elements). */
+typedef struct em__dl_tdesc {
+  int32_t dtype, ndim;
+  int64_t offset;
+  int64_t shape[EM_MAX_DIMS];
+  int64_t strides[EM_MAX_DIMS];
+} em__dl_tdesc;
+
+#define EM_DL_SLOT_MAGIC 0x656d2d646c736c74ULL /* "em-dlslt" */
+
+/* The head of every slot (and one-off segment); the data area follows at
+ * EM_DL_SLOT_HDR. */
+typedef struct em__dl_slot_header {
+  uint64_t magic;
+  int64_t batch;
+  uint64_t epoch;
+  int32_t n;
+  int32_t pad;
+  uint64_t data_used;
+  uint64_t meta_off, meta_len; /* meta bytes in the data area */
+  em__dl_tdesc t[EM_DL_MAX_FIELDS];
+} em__dl_slot_header;
+
+#define EM_DL_ALIGN 64
+#define EM_DL_SLOT_HDR (((sizeof(em__dl_slot_header) + 4095) / 4096) * 4096)
+
+static inline size_t em__dl_align(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+enum { EM_DL_BUILDER_HEAP, EM_DL_BUILDER_SLOT };
+
+struct em_dl_batch_builder {
+  int mode;
+  em_storage *slot;    /* slot mode: storage over the slot's data area */
+  size_t used;         /* bytes bump-allocated in the data area */
+  bool overflowed;     /* an alloc did not fit: it went to the heap */
+  int n;
+  em_tensor *t[EM_DL_MAX_FIELDS];
+  void *meta;
+  size_t meta_len;
+};
+
+/* Heap mode (in-process, or a worker before its ring exists). */
+void em__dl_builder_init_heap(em_dl_batch_builder *b);
+/* Slot mode over data area [data, data + cap). */
+em_status em__dl_builder_init_slot(em_dl_batch_builder *b, void *data, size_t cap);
+void em__dl_builder_deinit(em_dl_batch_builder *b);
+/* Heap mode: moves the built tensors and meta into out. */
+em_status em__dl_builder_finish_heap(em_dl_batch_builder *b, em_dl_batch *out);
+/* Bytes a compact copy of the batch needs after the header. */
+size_t em__dl_builder_compact_bytes(const em_dl_batch_builder *b);
+/* Writes the batch into the slot at hdr (data area hdr + EM_DL_SLOT_HDR of
+ * cap bytes): in place when everything already lives there (b in slot mode
+ * over that same area), else compacted by copying. EM_ERR_NOMEM if it
+ * does not fit (the caller then uses a one-off segment). */
+em_status em__dl_builder_write(em_dl_batch_builder *b, em__dl_slot_header *hdr, size_t cap,
+                               bool in_place);
+/* Checks a slot header read in the main process against a data area of
+ * cap bytes; message names who. */
+em_status em__dl_slot_validate(const em__dl_slot_header *h, size_t cap, const char *who);
+
+/* ---- workers (workers.c) ----------------------------------------------------------- */
+
+/* What a worker needs; lives in the parent's memory, inherited by fork. */
+typedef struct em__dl_worker_cfg {
+  int id, num_workers;
+  uint64_t seed;
+  pid_t parent;
+  int sock;                 /* the worker's end of its socketpair */
+  em_dl_dataset *dataset;
+  bool iterable;
+  int64_t batch_size;       /* 0: no batching */
+  bool drop_last;
+  em_dl_collate_fn collate_fn;
+  void *collate_ctx;
+  em_status (*worker_init_fn)(void *ctx, int worker_id);
+  void *worker_init_ctx;
+  int nslots;
+  size_t slot_bytes;        /* 0: sized from the first batch */
+  struct em__dl_status *status; /* this worker's status word (shared) */
+} em__dl_worker_cfg;
+
+/* Per-worker progress in a shared page, read by the main process when the
+ * worker dies. */
+typedef struct em__dl_status {
+  _Atomic int64_t batch;   /* -1 idle */
+  _Atomic int64_t sample;  /* -1 none */
+  char pad[48];
+} em__dl_status;
+
+/* The worker process body; never returns. */
+_Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg);
+
+/* Messages on the SOCK_SEQPACKET pair. */
+enum {
+  EM_DL_MSG_TASK = 1, /* main -> worker: fetch a batch into a slot */
+  EM_DL_MSG_RESET,    /* main -> worker: new pass (persistent workers) */
+  EM_DL_MSG_RING,     /* worker -> main: its ring (fd attached) */
+  EM_DL_MSG_BATCH,    /* worker -> main: batch ready (fd attached if one-off) */
+  EM_DL_MSG_ERROR,    /* worker -> main: the batch failed */
+  EM_DL_MSG_END,      /* worker -> main: iterable exhausted */
+  EM_DL_MSG_FATAL     /* worker -> main: the worker cannot go on; it exits */
+};
+
+#define EM_DL_TASK_CHUNK 4096 /* indices per task message */
+
+typedef struct em__dl_task_msg {
+  uint32_t type;
+  int32_t slot;      /* -1: write into a one-off segment */
+  int64_t batch;
+  uint64_t epoch;
+  int64_t n;         /* indices in the whole task; -1: next from the iterator */
+  int64_t first;     /* index of indices[0] within the task */
+  int64_t count;     /* indices in this message */
+  int64_t indices[];
+} em__dl_task_msg;
+
+#define EM_DL_TEXT_MAX 2048
+
+typedef struct em__dl_result_msg {
+  uint32_t type;
+  int32_t slot;
+  int64_t batch;
+  uint64_t epoch;
+  int64_t sample;    /* failing sample index, -1 if none */
+  int32_t status;
+  int32_t nslots;
+  uint64_t bytes;    /* RING: slot bytes; BATCH one-off: segment bytes */
+  char text[EM_DL_TEXT_MAX];
+} em__dl_result_msg;
+
+/* fd registry: main-side descriptors of every live worker, closed in each
+ * newly forked worker so that a worker's death is seen as EOF and pidfds
+ * do not leak into unrelated processes. Callers hold the lock around fork. */
+void em__dl_fd_register(int fd);
+void em__dl_fd_unregister(int fd);
+void em__dl_fork_lock(void);
+void em__dl_fork_unlock_parent(void);
+void em__dl_fork_child_close_fds(void); /* in the child: closes all, resets the lock */
+
+#endif

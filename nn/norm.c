@@ -1,0 +1,1016 @@
+/* Normalisation: batch_norm, layer_norm, group_norm (functional forms)
+ * and BatchNorm1d/2d, LayerNorm, GroupNorm (modules).
+ *
+ * Each functional form is one autograd node (an em_ag_function) whose
+ * forward computes the statistics and the normalised output in one pass
+ * over the data per channel / row / group, and whose backward uses the
+ * closed form (nn/cpu_norm_impl.h). float32 and float64 compute natively,
+ * float16 and bfloat16 through float32 (their parameters may be float32,
+ * PyTorch's "mixed" case).
+ *
+ * Batch norm momentum: a NaN momentum given to em_nn_batch_norm1d/2d is
+ * PyTorch's momentum=None (a cumulative moving average, factor
+ * 1/num_batches_tracked).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "autograd/autograd.h"
+#include "core/core_impl.h"
+#include "nn/nn.h"
+
+/* core/ops_copy.c */
+em_tensor *em__convert(em_tensor *t, em_dtype dt);
+em_status em__copy_into(em_tensor *dst, em_tensor *src);
+
+#define T float
+#define SFX(name) name##_f32
+#include "nn/cpu_norm_impl.h"
+
+#define T double
+#define SFX(name) name##_f64
+#include "nn/cpu_norm_impl.h"
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  char *s = NULL;
+  if (vasprintf(&s, f, ap) < 0) s = NULL;
+  va_end(ap);
+  return s;
+}
+
+static const char *torch_type_name(em_dtype dt) {
+  switch (dt) {
+    case EM_FLOAT32: return "Float";
+    case EM_FLOAT64: return "Double";
+    case EM_FLOAT16: return "Half";
+    case EM_BFLOAT16: return "BFloat16";
+    case EM_INT8: return "Char";
+    case EM_INT16: return "Short";
+    case EM_INT32: return "Int";
+    case EM_INT64: return "Long";
+    case EM_UINT8: return "Byte";
+    case EM_BOOL: return "Bool";
+    default: return "?";
+  }
+}
+
+static em_tensor *as_compute(em_tensor *t, em_dtype dt) {
+  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
+  return em__convert(t, dt);
+}
+static em_dtype compute_dtype(em_dtype dt) { return dt == EM_FLOAT64 ? EM_FLOAT64 : EM_FLOAT32; }
+
+static void *data_of(em_tensor *t) { return t ? em__data_ptr(t) : NULL; }
+
+/* x must be a floating CPU tensor. */
+static em_status check_x(const char *op, em_tensor *x) {
+  if (!x) return em__set_error(EM_ERR_INVALID, "%s: input must not be NULL", op);
+  if (!em_dtype_is_float((em_dtype)x->dtype))
+    return em__set_error(EM_ERR_DTYPE, "%s: \"%s\" not implemented for '%s'", op, op,
+                         torch_type_name((em_dtype)x->dtype));
+  if (!em_device_eq(x->device, EM_DEVICE_CPU))
+    return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
+  return EM_OK;
+}
+
+/* A parameter (weight, bias, running stats) must have x's dtype, or
+ * float32 when x is float16/bfloat16. */
+static em_status check_param_dtype(const char *op, const char *name, em_tensor *p, em_tensor *x) {
+  em_dtype pd = (em_dtype)p->dtype, xd = (em_dtype)x->dtype;
+  bool ok = pd == xd || ((xd == EM_FLOAT16 || xd == EM_BFLOAT16) && pd == EM_FLOAT32);
+  if (!ok)
+    return em__set_error(EM_ERR_DTYPE,
+                         "%s: expected %s to have scalar type %s (the input's), but got %s", op,
+                         name, torch_type_name(xd), torch_type_name(pd));
+  if (!em_device_eq(p->device, EM_DEVICE_CPU))
+    return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
+  return EM_OK;
+}
+
+/* Converts a [n] double array into a new tensor of dtype dt. */
+static em_tensor *from_doubles(const double *v, int64_t n, em_dtype dt) {
+  em_tensor *d = em_tensor_from_data(v, EM_DIMS(n), EM_FLOAT64);
+  if (!d || dt == EM_FLOAT64) return d;
+  em_tensor *o = em__convert(d, dt);
+  em_tensor_release(d);
+  return o;
+}
+
+/* The values of a tensor of n elements as doubles (malloc'd). */
+static double *to_doubles(em_tensor *t, int64_t n) {
+  double *v = malloc(sizeof(double) * (size_t)(n + 1));
+  if (!v) return EM_FAIL(EM_ERR_NOMEM, "out of memory");
+  em_tensor *c = as_compute(t, EM_FLOAT64);
+  if (!c) {
+    free(v);
+    return NULL;
+  }
+  memcpy(v, em__data_ptr(c), sizeof(double) * (size_t)n);
+  em_tensor_release(c);
+  return v;
+}
+
+/* Writes v[0..n) into t (any layout/dtype) in place, bumping its version. */
+static em_status store_doubles(em_tensor *t, const double *v) {
+  em_tensor *src = em_tensor_from_data(v, t->ndim, t->shape, EM_FLOAT64);
+  if (!src) return em_last_status();
+  em_status st = em__copy_into(t, src);
+  em_tensor_release(src);
+  return st;
+}
+
+/* ---- batch norm ------------------------------------------------------------------------------ */
+
+typedef struct bn_ctx {
+  int64_t N, C, S;
+  bool batch_stats, has_w;
+  double eps, momentum;
+  em_tensor *running_mean, *running_var; /* borrowed during forward only */
+} bn_ctx;
+
+/* in: x [N, C, ...], weight, bias (NULL allowed). out: y. Saved: x,
+ * weight, and the statistics used (mean and invstd as float64 [C]). */
+static em_status bn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, int *nout,
+                               em_tensor **out) {
+  bn_ctx *b = em_ag_ctx_user(ctx);
+  em_tensor *x = in[0], *w = in[1], *bias = in[2];
+  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  const int64_t C = b->C;
+  em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
+  double *buf = NULL, *rm = NULL, *rv = NULL;
+  em_status st = EM_OK;
+  buf = malloc(sizeof(double) * (size_t)(3 * C + 1));
+  if (!buf) {
+    st = em__set_error(EM_ERR_NOMEM, "batch_norm: out of memory");
+    goto done;
+  }
+  double *mean = buf, *invstd = buf + C, *var = buf + 2 * C;
+  if (!b->batch_stats) {
+    rm = to_doubles(b->running_mean, C);
+    EM_CHECK_PTR_GOTO(rm, st, done);
+    rv = to_doubles(b->running_var, C);
+    EM_CHECK_PTR_GOTO(rv, st, done);
+    for (int64_t c = 0; c < C; c++) mean[c] = rm[c], invstd[c] = 1.0 / sqrt(rv[c] + b->eps);
+  }
+  xc = as_compute(x, cdt);
+  EM_CHECK_PTR_GOTO(xc, st, done);
+  if (w) {
+    wc = as_compute(w, cdt);
+    EM_CHECK_PTR_GOTO(wc, st, done);
+  }
+  if (bias) {
+    bc = as_compute(bias, cdt);
+    EM_CHECK_PTR_GOTO(bc, st, done);
+  }
+  y = em_tensor_empty(x->ndim, x->shape, cdt);
+  EM_CHECK_PTR_GOTO(y, st, done);
+  int64_t grain = b->N * b->S > 0 ? 32768 / (b->N * b->S) : 1;
+  if (grain < 1) grain = 1;
+  if (cdt == EM_FLOAT64) {
+    bn_job_f64 J = {b->N, C, b->S, data_of(xc), data_of(wc), data_of(bc), NULL,
+                    data_of(y), NULL, mean, invstd, var, NULL, NULL, b->batch_stats, b->eps};
+    em__parallel_for(C, grain, bn_fwd_range_f64, &J);
+  } else {
+    bn_job_f32 J = {b->N, C, b->S, data_of(xc), data_of(wc), data_of(bc), NULL,
+                    data_of(y), NULL, mean, invstd, var, NULL, NULL, b->batch_stats, b->eps};
+    em__parallel_for(C, grain, bn_fwd_range_f32, &J);
+  }
+  /* running statistics: (1 - momentum) running + momentum batch (unbiased var) */
+  int64_t M = b->N * b->S;
+  if (b->batch_stats && M > 0 && (b->running_mean || b->running_var)) {
+    double m = b->momentum, unbias = M > 1 ? (double)M / (double)(M - 1) : 1.0;
+    if (b->running_mean) {
+      rm = to_doubles(b->running_mean, C);
+      EM_CHECK_PTR_GOTO(rm, st, done);
+      for (int64_t c = 0; c < C; c++) rm[c] = (1 - m) * rm[c] + m * mean[c];
+      EM_CHECK_GOTO(store_doubles(b->running_mean, rm), st, done);
+    }
+    if (b->running_var) {
+      rv = to_doubles(b->running_var, C);
+      EM_CHECK_PTR_GOTO(rv, st, done);
+      for (int64_t c = 0; c < C; c++) rv[c] = (1 - m) * rv[c] + m * var[c] * unbias;
+      EM_CHECK_GOTO(store_doubles(b->running_var, rv), st, done);
+    }
+  }
+  if (cdt != dt) {
+    em_tensor *y2 = em__convert(y, dt);
+    em_tensor_release(y);
+    y = y2;
+    EM_CHECK_PTR_GOTO(y, st, done);
+  }
+  if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
+      em_ag_ctx_needs_input_grad(ctx, 2)) {
+    stats = em_tensor_from_data(buf, EM_DIMS(2, C), EM_FLOAT64); /* mean, invstd */
+    EM_CHECK_PTR_GOTO(stats, st, done);
+    em_tensor *save[3] = {x, w, stats};
+    EM_CHECK_GOTO(em_ag_ctx_save(ctx, 3, save), st, done);
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc), em_tensor_release(stats);
+  free(buf), free(rm), free(rv);
+  b->running_mean = b->running_var = NULL;
+  if (st) {
+    em_tensor_release(y);
+    return st;
+  }
+  out[0] = y;
+  *nout = 1;
+  return EM_OK;
+}
+
+static em_status bn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad_out, int nin,
+                                em_tensor **grad_in) {
+  bn_ctx *b = em_ag_ctx_user(ctx);
+  em_tensor *dy = grad_out[0];
+  if (!dy) return EM_OK;
+  em_tensor *x = em_ag_ctx_saved(ctx, 0);
+  if (!x) return em_last_status();
+  em_tensor *w = NULL;
+  if (b->has_w && !(w = em_ag_ctx_saved(ctx, 1))) return em_last_status();
+  em_tensor *stats = em_ag_ctx_saved(ctx, 2);
+  if (!stats) return em_last_status();
+  const int64_t C = b->C;
+  bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
+       need_b = em_ag_ctx_needs_input_grad(ctx, 2);
+  em_dtype cdt = compute_dtype((em_dtype)x->dtype);
+  em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  double *sums = NULL;
+  em_status st = EM_OK;
+  sums = malloc(sizeof(double) * (size_t)(2 * C + 1));
+  if (!sums) {
+    st = em__set_error(EM_ERR_NOMEM, "batch_norm backward: out of memory");
+    goto done;
+  }
+  xc = as_compute(x, cdt);
+  EM_CHECK_PTR_GOTO(xc, st, done);
+  dyc = as_compute(dy, cdt);
+  EM_CHECK_PTR_GOTO(dyc, st, done);
+  if (w) {
+    wc = as_compute(w, cdt);
+    EM_CHECK_PTR_GOTO(wc, st, done);
+  }
+  if (need_x) {
+    dx = em_tensor_empty(x->ndim, x->shape, cdt);
+    EM_CHECK_PTR_GOTO(dx, st, done);
+  }
+  double *mean = (double *)em__data_ptr(stats), *invstd = mean + C;
+  int64_t grain = b->N * b->S > 0 ? 16384 / (b->N * b->S) : 1;
+  if (grain < 1) grain = 1;
+  if (cdt == EM_FLOAT64) {
+    bn_job_f64 J = {b->N, C, b->S, data_of(xc), data_of(wc), NULL, data_of(dyc),
+                    NULL, data_of(dx), mean, invstd, NULL, sums, sums + C, b->batch_stats, b->eps};
+    em__parallel_for(C, grain, bn_bwd_range_f64, &J);
+  } else {
+    bn_job_f32 J = {b->N, C, b->S, data_of(xc), data_of(wc), NULL, data_of(dyc),
+                    NULL, data_of(dx), mean, invstd, NULL, sums, sums + C, b->batch_stats, b->eps};
+    em__parallel_for(C, grain, bn_bwd_range_f32, &J);
+  }
+  if (need_w) {
+    dw = from_doubles(sums, C, cdt);
+    EM_CHECK_PTR_GOTO(dw, st, done);
+  }
+  if (need_b) {
+    db = from_doubles(sums + C, C, cdt);
+    EM_CHECK_PTR_GOTO(db, st, done);
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(dyc);
+  free(sums);
+  if (st) {
+    em_tensor_release(dx), em_tensor_release(dw), em_tensor_release(db);
+    return st;
+  }
+  grad_in[0] = dx, grad_in[1] = dw, grad_in[2] = db;
+  return EM_OK;
+}
+
+static const em_ag_function bn_function = {"NativeBatchNormBackward0", bn_fn_forward,
+                                           bn_fn_backward};
+
+/* Checks that an optional per-channel tensor has C elements. */
+static em_status check_numel(const char *op, const char *name, em_tensor *t, int64_t C,
+                             em_tensor *x) {
+  if (!t) return EM_OK;
+  if (t->numel != C)
+    return em__set_error(EM_ERR_SHAPE, "%s: %s should contain %lld elements not %lld", op, name,
+                         (long long)C, (long long)t->numel);
+  return check_param_dtype(op, name, t, x);
+}
+
+em_tensor *em_nn_f_batch_norm(em_tensor *x, em_tensor *running_mean, em_tensor *running_var,
+                              em_tensor *weight, em_tensor *bias, bool training, double momentum,
+                              double eps) {
+  const char *op = "batch_norm";
+  if (check_x(op, x)) return NULL;
+  if (x->ndim < 2)
+    return EM_FAIL(EM_ERR_SHAPE,
+                   "%s: expected an input of at least 2 dims [N, C, ...], but got input of size %s",
+                   op, em__tshape(x));
+  int64_t C = x->shape[1];
+  if (check_numel(op, "running_mean", running_mean, C, x) ||
+      check_numel(op, "running_var", running_var, C, x) ||
+      check_numel(op, "weight", weight, C, x) || check_numel(op, "bias", bias, C, x))
+    return NULL;
+  if (!training && (running_mean || running_var)) {
+    if (!running_mean)
+      return EM_FAIL(EM_ERR_INVALID, "%s: running_mean must be defined in evaluation mode", op);
+    if (!running_var)
+      return EM_FAIL(EM_ERR_INVALID, "%s: running_var must be defined in evaluation mode", op);
+  }
+  bool batch_stats = training || (!running_mean && !running_var);
+  int64_t S = 1;
+  for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
+  if (training && x->shape[0] * S == 1)
+    return EM_FAIL(EM_ERR_INVALID,
+                   "%s: Expected more than 1 value per channel when training, got input size %s", op,
+                   em__tshape(x));
+  /* running stats are updated in place inside forward: refuse ones that need grad */
+  if ((running_mean && running_mean->requires_grad) || (running_var && running_var->requires_grad))
+    return EM_FAIL(EM_ERR_INVALID, "%s: running_mean and running_var must not require grad", op);
+  bn_ctx *u = malloc(sizeof *u);
+  if (!u) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", op);
+  *u = (bn_ctx){x->shape[0], C, S, batch_stats, weight != NULL, eps, momentum, running_mean,
+                running_var};
+  em_tensor *in[3] = {x, weight, bias};
+  em_tensor *out[EM_AG_MAX_OUTPUTS] = {0};
+  int nout = 0;
+  if (em_ag_function_apply(&bn_function, u, free, 3, in, &nout, out)) return NULL;
+  return out[0];
+}
+
+/* ---- layer norm ------------------------------------------------------------------------------ */
+
+typedef struct ln_ctx {
+  int64_t M, D;
+  int nd;                     /* normalised dims */
+  int64_t shape[EM_MAX_DIMS]; /* normalised shape */
+  bool has_w;
+  double eps;
+} ln_ctx;
+
+/* in: x, weight, bias. out: y. Saved: x, weight, stats [2, M] (mean, rstd). */
+static em_status ln_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, int *nout,
+                               em_tensor **out) {
+  ln_ctx *l = em_ag_ctx_user(ctx);
+  em_tensor *x = in[0], *w = in[1], *b = in[2];
+  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
+  em_status st = EM_OK;
+  stats = em_tensor_empty(EM_DIMS(2, l->M), EM_FLOAT64);
+  EM_CHECK_PTR_GOTO(stats, st, done);
+  xc = as_compute(x, cdt);
+  EM_CHECK_PTR_GOTO(xc, st, done);
+  if (w) {
+    wc = as_compute(w, cdt);
+    EM_CHECK_PTR_GOTO(wc, st, done);
+  }
+  if (b) {
+    bc = as_compute(b, cdt);
+    EM_CHECK_PTR_GOTO(bc, st, done);
+  }
+  y = em_tensor_empty(x->ndim, x->shape, cdt);
+  EM_CHECK_PTR_GOTO(y, st, done);
+  double *mean = (double *)em__data_ptr(stats), *rstd = mean + l->M;
+  int64_t grain = l->D > 0 ? 1 + 32768 / l->D : 1;
+  if (cdt == EM_FLOAT64) {
+    ln_job_f64 J = {l->M, l->D, data_of(xc), data_of(wc), data_of(bc), NULL, data_of(y), NULL,
+                    mean, rstd, NULL, NULL, l->eps};
+    em__parallel_for(l->M, grain, ln_fwd_range_f64, &J);
+  } else {
+    ln_job_f32 J = {l->M, l->D, data_of(xc), data_of(wc), data_of(bc), NULL, data_of(y), NULL,
+                    mean, rstd, NULL, NULL, l->eps};
+    em__parallel_for(l->M, grain, ln_fwd_range_f32, &J);
+  }
+  if (cdt != dt) {
+    em_tensor *y2 = em__convert(y, dt);
+    em_tensor_release(y);
+    y = y2;
+    EM_CHECK_PTR_GOTO(y, st, done);
+  }
+  if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
+      em_ag_ctx_needs_input_grad(ctx, 2)) {
+    em_tensor *save[3] = {x, w, stats};
+    EM_CHECK_GOTO(em_ag_ctx_save(ctx, 3, save), st, done);
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc), em_tensor_release(stats);
+  if (st) {
+    em_tensor_release(y);
+    return st;
+  }
+  out[0] = y;
+  *nout = 1;
+  return EM_OK;
+}
+
+/* A [n] double array as a tensor of the normalised shape and dtype dt. */
+static em_tensor *param_grad(const double *v, const ln_ctx *l, em_dtype dt) {
+  em_tensor *t = from_doubles(v, l->D, dt);
+  if (!t) return NULL;
+  em_tensor *r = em_tensor_reshape(t, l->nd, l->shape);
+  em_tensor_release(t);
+  return r;
+}
+
+static em_status ln_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad_out, int nin,
+                                em_tensor **grad_in) {
+  ln_ctx *l = em_ag_ctx_user(ctx);
+  em_tensor *dy = grad_out[0];
+  if (!dy) return EM_OK;
+  em_tensor *x = em_ag_ctx_saved(ctx, 0), *w = NULL;
+  if (!x) return em_last_status();
+  if (l->has_w && !(w = em_ag_ctx_saved(ctx, 1))) return em_last_status();
+  em_tensor *stats = em_ag_ctx_saved(ctx, 2);
+  if (!stats) return em_last_status();
+  bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
+       need_b = em_ag_ctx_needs_input_grad(ctx, 2);
+  em_dtype cdt = compute_dtype((em_dtype)x->dtype);
+  em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  double *sums = NULL;
+  em_status st = EM_OK;
+  xc = as_compute(x, cdt);
+  EM_CHECK_PTR_GOTO(xc, st, done);
+  dyc = as_compute(dy, cdt);
+  EM_CHECK_PTR_GOTO(dyc, st, done);
+  if (w) {
+    wc = as_compute(w, cdt);
+    EM_CHECK_PTR_GOTO(wc, st, done);
+  }
+  double *mean = (double *)em__data_ptr(stats), *rstd = mean + l->M;
+  if (need_x) {
+    dx = em_tensor_empty(x->ndim, x->shape, cdt);
+    EM_CHECK_PTR_GOTO(dx, st, done);
+    int64_t grain = l->D > 0 ? 1 + 16384 / l->D : 1;
+    if (cdt == EM_FLOAT64) {
+      ln_job_f64 J = {l->M, l->D, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL, data_of(dx),
+                      mean, rstd, NULL, NULL, l->eps};
+      em__parallel_for(l->M, grain, ln_bwd_range_f64, &J);
+    } else {
+      ln_job_f32 J = {l->M, l->D, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL, data_of(dx),
+                      mean, rstd, NULL, NULL, l->eps};
+      em__parallel_for(l->M, grain, ln_bwd_range_f32, &J);
+    }
+  }
+  if (need_w || need_b) {
+    sums = malloc(sizeof(double) * (size_t)(2 * l->D + 1));
+    if (!sums) {
+      st = em__set_error(EM_ERR_NOMEM, "layer_norm backward: out of memory");
+      goto done;
+    }
+    int64_t grain = l->M > 0 ? 1 + 16384 / l->M : l->D + 1;
+    if (cdt == EM_FLOAT64) {
+      ln_job_f64 J = {l->M, l->D, data_of(xc), NULL, NULL, data_of(dyc), NULL, NULL,
+                      mean, rstd, sums, sums + l->D, l->eps};
+      em__parallel_for(l->D, grain, ln_param_range_f64, &J);
+    } else {
+      ln_job_f32 J = {l->M, l->D, data_of(xc), NULL, NULL, data_of(dyc), NULL, NULL,
+                      mean, rstd, sums, sums + l->D, l->eps};
+      em__parallel_for(l->D, grain, ln_param_range_f32, &J);
+    }
+    if (need_w) {
+      dw = param_grad(sums, l, cdt);
+      EM_CHECK_PTR_GOTO(dw, st, done);
+    }
+    if (need_b) {
+      db = param_grad(sums + l->D, l, cdt);
+      EM_CHECK_PTR_GOTO(db, st, done);
+    }
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(dyc);
+  free(sums);
+  if (st) {
+    em_tensor_release(dx), em_tensor_release(dw), em_tensor_release(db);
+    return st;
+  }
+  grad_in[0] = dx, grad_in[1] = dw, grad_in[2] = db;
+  return EM_OK;
+}
+
+static const em_ag_function ln_function = {"NativeLayerNormBackward0", ln_fn_forward,
+                                           ln_fn_backward};
+
+em_tensor *em_nn_f_layer_norm(em_tensor *x, int ndim, const int64_t *shape, em_tensor *weight,
+                              em_tensor *bias, double eps) {
+  const char *op = "layer_norm";
+  if (check_x(op, x)) return NULL;
+  char ns[EM_SHAPE_STR_MAX];
+  if (ndim < 1 || !shape)
+    return EM_FAIL(EM_ERR_SHAPE,
+                   "%s: Expected normalized_shape to be at least 1-dimensional, i.e., containing at "
+                   "least one element, but got normalized_shape = []",
+                   op);
+  if (ndim > EM_MAX_DIMS)
+    return EM_FAIL(EM_ERR_SHAPE, "%s: normalized_shape has %d dims (at most %d)", op, ndim,
+                   EM_MAX_DIMS);
+  em__shape_str(ndim, shape, ns, sizeof ns);
+  bool ok = x->ndim >= ndim;
+  for (int i = 0; ok && i < ndim; i++) ok = x->shape[x->ndim - ndim + i] == shape[i];
+  if (!ok) {
+    char star[EM_SHAPE_STR_MAX + 4];
+    snprintf(star, sizeof star, "[*, %s", ns + 1);
+    return EM_FAIL(EM_ERR_SHAPE,
+                   "%s: Given normalized_shape=%s, expected input with shape %s, but got input of "
+                   "size%s",
+                   op, ns, star, em__tshape(x));
+  }
+  em_tensor *ps[2] = {weight, bias};
+  const char *names[2] = {"weight", "bias"};
+  for (int k = 0; k < 2; k++) {
+    em_tensor *p = ps[k];
+    if (!p) continue;
+    bool same = p->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = p->shape[i] == shape[i];
+    if (!same)
+      return EM_FAIL(EM_ERR_SHAPE,
+                     "%s: Expected %s to be of same shape as normalized_shape, but got %s of shape "
+                     "%s and normalized_shape = %s",
+                     op, names[k], names[k], em__tshape(p), ns);
+    if (check_param_dtype(op, names[k], p, x)) return NULL;
+  }
+  ln_ctx *u = calloc(1, sizeof *u);
+  if (!u) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", op);
+  int64_t D = 1;
+  for (int i = 0; i < ndim; i++) D *= shape[i], u->shape[i] = shape[i];
+  u->D = D;
+  u->M = D > 0 ? x->numel / D : 0;
+  if (D == 0) { /* no normalised elements: rows are the leading dims */
+    u->M = 1;
+    for (int i = 0; i < x->ndim - ndim; i++) u->M *= x->shape[i];
+  }
+  u->nd = ndim;
+  u->has_w = weight != NULL;
+  u->eps = eps;
+  em_tensor *in[3] = {x, weight, bias};
+  em_tensor *out[EM_AG_MAX_OUTPUTS] = {0};
+  int nout = 0;
+  if (em_ag_function_apply(&ln_function, u, free, 3, in, &nout, out)) return NULL;
+  return out[0];
+}
+
+/* ---- group norm ------------------------------------------------------------------------------ */
+
+typedef struct gn_ctx {
+  int64_t N, C, S, G;
+  bool has_w;
+  double eps;
+} gn_ctx;
+
+/* in: x, weight, bias. out: y. Saved: x, weight, stats [2, N*G] (mean, rstd). */
+static em_status gn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, int *nout,
+                               em_tensor **out) {
+  gn_ctx *q = em_ag_ctx_user(ctx);
+  em_tensor *x = in[0], *w = in[1], *b = in[2];
+  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
+  em_status st = EM_OK;
+  int64_t NG = q->N * q->G;
+  stats = em_tensor_empty(EM_DIMS(2, NG), EM_FLOAT64);
+  EM_CHECK_PTR_GOTO(stats, st, done);
+  xc = as_compute(x, cdt);
+  EM_CHECK_PTR_GOTO(xc, st, done);
+  if (w) {
+    wc = as_compute(w, cdt);
+    EM_CHECK_PTR_GOTO(wc, st, done);
+  }
+  if (b) {
+    bc = as_compute(b, cdt);
+    EM_CHECK_PTR_GOTO(bc, st, done);
+  }
+  y = em_tensor_empty(x->ndim, x->shape, cdt);
+  EM_CHECK_PTR_GOTO(y, st, done);
+  double *mean = (double *)em__data_ptr(stats), *rstd = mean + NG;
+  int64_t per = q->C / q->G * q->S, grain = per > 0 ? 1 + 32768 / per : 1;
+  if (cdt == EM_FLOAT64) {
+    gn_job_f64 J = {q->N, q->C, q->S, q->G, data_of(xc), data_of(wc), data_of(bc), NULL,
+                    data_of(y), NULL, mean, rstd, NULL, NULL, q->eps};
+    em__parallel_for(NG, grain, gn_fwd_range_f64, &J);
+  } else {
+    gn_job_f32 J = {q->N, q->C, q->S, q->G, data_of(xc), data_of(wc), data_of(bc), NULL,
+                    data_of(y), NULL, mean, rstd, NULL, NULL, q->eps};
+    em__parallel_for(NG, grain, gn_fwd_range_f32, &J);
+  }
+  if (cdt != dt) {
+    em_tensor *y2 = em__convert(y, dt);
+    em_tensor_release(y);
+    y = y2;
+    EM_CHECK_PTR_GOTO(y, st, done);
+  }
+  if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
+      em_ag_ctx_needs_input_grad(ctx, 2)) {
+    em_tensor *save[3] = {x, w, stats};
+    EM_CHECK_GOTO(em_ag_ctx_save(ctx, 3, save), st, done);
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc), em_tensor_release(stats);
+  if (st) {
+    em_tensor_release(y);
+    return st;
+  }
+  out[0] = y;
+  *nout = 1;
+  return EM_OK;
+}
+
+static em_status gn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad_out, int nin,
+                                em_tensor **grad_in) {
+  gn_ctx *q = em_ag_ctx_user(ctx);
+  em_tensor *dy = grad_out[0];
+  if (!dy) return EM_OK;
+  em_tensor *x = em_ag_ctx_saved(ctx, 0), *w = NULL;
+  if (!x) return em_last_status();
+  if (q->has_w && !(w = em_ag_ctx_saved(ctx, 1))) return em_last_status();
+  em_tensor *stats = em_ag_ctx_saved(ctx, 2);
+  if (!stats) return em_last_status();
+  bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
+       need_b = em_ag_ctx_needs_input_grad(ctx, 2);
+  em_dtype cdt = compute_dtype((em_dtype)x->dtype);
+  em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  double *sums = NULL, *pg = NULL;
+  em_status st = EM_OK;
+  const int64_t N = q->N, C = q->C, G = q->G, NG = N * G;
+  sums = malloc(sizeof(double) * (size_t)(2 * N * C + 1));
+  pg = calloc((size_t)(2 * C + 1), sizeof(double));
+  if (!sums || !pg) {
+    st = em__set_error(EM_ERR_NOMEM, "group_norm backward: out of memory");
+    goto done;
+  }
+  xc = as_compute(x, cdt);
+  EM_CHECK_PTR_GOTO(xc, st, done);
+  dyc = as_compute(dy, cdt);
+  EM_CHECK_PTR_GOTO(dyc, st, done);
+  if (w) {
+    wc = as_compute(w, cdt);
+    EM_CHECK_PTR_GOTO(wc, st, done);
+  }
+  if (need_x) {
+    dx = em_tensor_empty(x->ndim, x->shape, cdt);
+    EM_CHECK_PTR_GOTO(dx, st, done);
+  }
+  double *mean = (double *)em__data_ptr(stats), *rstd = mean + NG;
+  int64_t per = C / G * q->S, grain = per > 0 ? 1 + 16384 / per : 1;
+  if (cdt == EM_FLOAT64) {
+    gn_job_f64 J = {N, C, q->S, G, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL,
+                    data_of(dx), mean, rstd, sums, sums + N * C, q->eps};
+    em__parallel_for(NG, grain, gn_bwd_range_f64, &J);
+  } else {
+    gn_job_f32 J = {N, C, q->S, G, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL,
+                    data_of(dx), mean, rstd, sums, sums + N * C, q->eps};
+    em__parallel_for(NG, grain, gn_bwd_range_f32, &J);
+  }
+  /* dw[c] = sum_n rstd (sum dy (x - mean)), db[c] = sum_n sum dy */
+  int64_t Cg = C / G;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < C; c++) {
+      int64_t t = n * G + c / Cg;
+      pg[c] += rstd[t] * sums[N * C + n * C + c];
+      pg[C + c] += sums[n * C + c];
+    }
+  if (need_w) {
+    dw = from_doubles(pg, C, cdt);
+    EM_CHECK_PTR_GOTO(dw, st, done);
+  }
+  if (need_b) {
+    db = from_doubles(pg + C, C, cdt);
+    EM_CHECK_PTR_GOTO(db, st, done);
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(dyc);
+  free(sums), free(pg);
+  if (st) {
+    em_tensor_release(dx), em_tensor_release(dw), em_tensor_release(db);
+    return st;
+  }
+  grad_in[0] = dx, grad_in[1] = dw, grad_in[2] = db;
+  return EM_OK;
+}
+
+static const em_ag_function gn_function = {"NativeGroupNormBackward0", gn_fn_forward,
+                                           gn_fn_backward};
+
+em_tensor *em_nn_f_group_norm(em_tensor *x, int64_t num_groups, em_tensor *weight, em_tensor *bias,
+                              double eps) {
+  const char *op = "group_norm";
+  if (check_x(op, x)) return NULL;
+  if (x->ndim < 2)
+    return EM_FAIL(EM_ERR_SHAPE,
+                   "%s: expected an input of at least 2 dims [N, C, ...], but got input of size %s",
+                   op, em__tshape(x));
+  if (num_groups <= 0)
+    return EM_FAIL(EM_ERR_INVALID, "%s: num_groups must be positive, but got num_groups=%lld", op,
+                   (long long)num_groups);
+  int64_t N = x->shape[0], C = x->shape[1];
+  if (C % num_groups != 0)
+    return EM_FAIL(EM_ERR_SHAPE,
+                   "%s: Expected number of channels in input to be divisible by num_groups, but got "
+                   "input of shape %s and num_groups=%lld",
+                   op, em__tshape(x), (long long)num_groups);
+  em_tensor *ps[2] = {weight, bias};
+  const char *names[2] = {"weight", "bias"};
+  for (int k = 0; k < 2; k++) {
+    em_tensor *p = ps[k];
+    if (!p) continue;
+    if (p->ndim != 1 || p->shape[0] != C)
+      return EM_FAIL(EM_ERR_SHAPE,
+                     "%s: Expected %s to be a vector of size equal to the number of channels in "
+                     "input, but got %s of shape %s and input of shape %s",
+                     op, names[k], names[k], em__tshape(p), em__tshape(x));
+    if (check_param_dtype(op, names[k], p, x)) return NULL;
+  }
+  gn_ctx *u = malloc(sizeof *u);
+  if (!u) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", op);
+  int64_t S = 1;
+  for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
+  *u = (gn_ctx){N, C, S, num_groups, weight != NULL, eps};
+  em_tensor *in[3] = {x, weight, bias};
+  em_tensor *out[EM_AG_MAX_OUTPUTS] = {0};
+  int nout = 0;
+  if (em_ag_function_apply(&gn_function, u, free, 3, in, &nout, out)) return NULL;
+  return out[0];
+}
+
+/* ---- modules ----------------------------------------------------------------------------------- */
+
+/* A double as Python's repr prints it: "1e-05", "0.1", "100.0". */
+static const char *py_float(double v, char *buf, size_t n) {
+  if (isnan(v)) return snprintf(buf, n, "nan"), buf;
+  if (isinf(v)) return snprintf(buf, n, v > 0 ? "inf" : "-inf"), buf;
+  char e[40];
+  for (int p = 1; p <= 17; p++) { /* the shortest round-tripping digits */
+    snprintf(e, sizeof e, "%.*e", p - 1, v);
+    if (strtod(e, NULL) == v) break;
+  }
+  /* e is "-d.ddde+XX": collect the digits and the exponent */
+  char digits[24];
+  int nd = 0;
+  const char *c = e;
+  bool neg = *c == '-';
+  if (neg) c++;
+  for (; *c && *c != 'e'; c++)
+    if (*c >= '0' && *c <= '9') digits[nd++] = *c;
+  int ex = atoi(c + 1);
+  while (nd > 1 && digits[nd - 1] == '0') nd--;
+  digits[nd] = '\0';
+  size_t k = 0;
+#define PUT(ch) (k + 1 < n ? (void)(buf[k++] = (ch)) : (void)0)
+  if (neg) PUT('-');
+  if (ex >= 16 || ex < -4) {
+    PUT(digits[0]);
+    if (nd > 1) {
+      PUT('.');
+      for (int i = 1; i < nd; i++) PUT(digits[i]);
+    }
+    char tail[16];
+    snprintf(tail, sizeof tail, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
+    for (char *t = tail; *t; t++) PUT(*t);
+  } else if (ex >= 0) {
+    for (int i = 0; i <= ex; i++) PUT(i < nd ? digits[i] : '0');
+    PUT('.');
+    if (nd > ex + 1)
+      for (int i = ex + 1; i < nd; i++) PUT(digits[i]);
+    else
+      PUT('0');
+  } else {
+    PUT('0');
+    PUT('.');
+    for (int i = 0; i < -ex - 1; i++) PUT('0');
+    for (int i = 0; i < nd; i++) PUT(digits[i]);
+  }
+#undef PUT
+  buf[k] = '\0';
+  return buf;
+}
+
+static em_status one_input(em_module *m, int nin) {
+  if (nin != 1)
+    return em__set_error(EM_ERR_INVALID, "%s.forward: takes 1 input, got %d", em_module_type_name(m),
+                         nin);
+  return EM_OK;
+}
+
+/* A float32 parameter or buffer filled with value. */
+static em_tensor *filled(int ndim, const int64_t *shape, double value) {
+  return em_tensor_full(ndim, shape, em_scalar_float(value), EM_FLOAT32);
+}
+
+static em_status add_param(em_module *m, const char *name, em_tensor *t) {
+  if (!t) return em_last_status();
+  em_status st = em_module_register_parameter(m, name, t);
+  em_tensor_release(t);
+  return st;
+}
+
+static em_status add_buffer(em_module *m, const char *name, em_tensor *t) {
+  if (!t) return em_last_status();
+  em_status st = em_module_register_buffer(m, name, t, true);
+  em_tensor_release(t);
+  return st;
+}
+
+typedef struct bn_impl {
+  int64_t C;
+  double eps, momentum; /* momentum NaN: None */
+  bool affine, track, two_d;
+} bn_impl;
+
+static em_tensor *bn_forward(em_module *m, int nin, em_tensor *const *in) {
+  if (one_input(m, nin)) return NULL;
+  bn_impl *p = em_module_impl(m);
+  em_tensor *x = in[0];
+  if (p->two_d ? x->ndim != 4 : (x->ndim != 2 && x->ndim != 3))
+    return EM_FAIL(EM_ERR_SHAPE, "%s: expected %s input (got %dD input)", em_module_type_name(m),
+                   p->two_d ? "4D" : "2D or 3D", x->ndim);
+  bool training = em_module_is_training(m);
+  em_tensor *rm = em_module_buffer(m, "running_mean"), *rv = em_module_buffer(m, "running_var");
+  em_tensor *nbt = em_module_buffer(m, "num_batches_tracked");
+  double factor = isnan(p->momentum) ? 0.0 : p->momentum;
+  bool count = training && p->track && nbt;
+  int64_t batches = 0;
+  if (count) {
+    batches = (int64_t)em_tensor_item_double(nbt) + 1;
+    if (isnan(p->momentum)) factor = 1.0 / (double)batches;
+  }
+  bool bn_training = training || (!rm && !rv);
+  bool pass_stats = !training || p->track;
+  em_tensor *y = em_nn_f_batch_norm(x, pass_stats ? rm : NULL, pass_stats ? rv : NULL,
+                                    em_module_parameter(m, "weight"), em_module_parameter(m, "bias"),
+                                    bn_training, factor, p->eps);
+  if (y && count) { /* num_batches_tracked += 1 (after success: a failed call changes nothing) */
+    em_status st = em_tensor_fill_(nbt, em_scalar_int(batches));
+    if (st) {
+      em_tensor_release(y);
+      return NULL;
+    }
+  }
+  return y;
+}
+
+static char *bn_repr(em_module *m) {
+  bn_impl *p = em_module_impl(m);
+  char e[40], mo[40];
+  return fmt("%lld, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", (long long)p->C,
+             py_float(p->eps, e, sizeof e),
+             isnan(p->momentum) ? "None" : py_float(p->momentum, mo, sizeof mo),
+             p->affine ? "True" : "False", p->track ? "True" : "False");
+}
+
+static const em_module_ops bn1d_ops = {"BatchNorm1d", bn_forward, bn_repr, free};
+static const em_module_ops bn2d_ops = {"BatchNorm2d", bn_forward, bn_repr, free};
+
+static em_module *bn_module(const em_module_ops *ops, int64_t C, double eps, double momentum,
+                            bool affine, bool track, bool two_d) {
+  if (C < 0)
+    return EM_FAIL(EM_ERR_INVALID, "%s: Trying to create tensor with negative dimension %lld: [%lld]",
+                   ops->type_name, (long long)C, (long long)C);
+  bn_impl *p = malloc(sizeof *p);
+  if (!p) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", ops->type_name);
+  *p = (bn_impl){C, eps, momentum, affine, track, two_d};
+  em_module *m = em_module_create(ops, p);
+  if (!m) return NULL;
+  em_status st = EM_OK;
+  if (affine) {
+    st = add_param(m, "weight", filled(EM_DIMS(C), 1.0));
+    if (!st) st = add_param(m, "bias", filled(EM_DIMS(C), 0.0));
+  } else {
+    st = em_module_register_parameter(m, "weight", NULL);
+    if (!st) st = em_module_register_parameter(m, "bias", NULL);
+  }
+  if (!st && track) {
+    st = add_buffer(m, "running_mean", filled(EM_DIMS(C), 0.0));
+    if (!st) st = add_buffer(m, "running_var", filled(EM_DIMS(C), 1.0));
+    if (!st) st = add_buffer(m, "num_batches_tracked", em_tensor_zeros(0, NULL, EM_INT64));
+  }
+  if (st) {
+    em_module_release(m);
+    return NULL;
+  }
+  return m;
+}
+
+em_module *em_nn_batch_norm1d(int64_t num_features, double eps, double momentum, bool affine,
+                              bool track_running_stats) {
+  return bn_module(&bn1d_ops, num_features, eps, momentum, affine, track_running_stats, false);
+}
+
+em_module *em_nn_batch_norm2d(int64_t num_features, double eps, double momentum, bool affine,
+                              bool track_running_stats) {
+  return bn_module(&bn2d_ops, num_features, eps, momentum, affine, track_running_stats, true);
+}
+
+typedef struct ln_impl {
+  int nd;
+  int64_t shape[EM_MAX_DIMS];
+  double eps;
+  bool affine;
+} ln_impl;
+
+static em_tensor *ln_forward(em_module *m, int nin, em_tensor *const *in) {
+  if (one_input(m, nin)) return NULL;
+  ln_impl *p = em_module_impl(m);
+  return em_nn_f_layer_norm(in[0], p->nd, p->shape, em_module_parameter(m, "weight"),
+                            em_module_parameter(m, "bias"), p->eps);
+}
+
+static char *ln_repr(em_module *m) {
+  ln_impl *p = em_module_impl(m);
+  char s[EM_SHAPE_STR_MAX] = "(";
+  size_t k = 1;
+  for (int i = 0; i < p->nd; i++)
+    k += (size_t)snprintf(s + k, sizeof s - k, "%s%lld", i ? ", " : "", (long long)p->shape[i]);
+  snprintf(s + k, sizeof s - k, p->nd == 1 ? ",)" : ")");
+  char e[40];
+  return fmt("%s, eps=%s, elementwise_affine=%s", s, py_float(p->eps, e, sizeof e),
+             p->affine ? "True" : "False");
+}
+
+static const em_module_ops ln_ops = {"LayerNorm", ln_forward, ln_repr, free};
+
+em_module *em_nn_layer_norm(int ndim, const int64_t *shape, double eps, bool elementwise_affine) {
+  if (ndim < 1 || ndim > EM_MAX_DIMS || !shape)
+    return EM_FAIL(EM_ERR_INVALID, "LayerNorm: normalized_shape must have 1 to %d dims, got %d",
+                   EM_MAX_DIMS, ndim);
+  for (int i = 0; i < ndim; i++)
+    if (shape[i] < 0)
+      return EM_FAIL(EM_ERR_INVALID, "LayerNorm: Trying to create tensor with negative dimension %lld",
+                     (long long)shape[i]);
+  ln_impl *p = calloc(1, sizeof *p);
+  if (!p) return EM_FAIL(EM_ERR_NOMEM, "LayerNorm: out of memory");
+  p->nd = ndim;
+  memcpy(p->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  p->eps = eps;
+  p->affine = elementwise_affine;
+  em_module *m = em_module_create(&ln_ops, p);
+  if (!m) return NULL;
+  em_status st;
+  if (elementwise_affine) {
+    st = add_param(m, "weight", filled(ndim, shape, 1.0));
+    if (!st) st = add_param(m, "bias", filled(ndim, shape, 0.0));
+  } else {
+    st = em_module_register_parameter(m, "weight", NULL);
+    if (!st) st = em_module_register_parameter(m, "bias", NULL);
+  }
+  if (st) {
+    em_module_release(m);
+    return NULL;
+  }
+  return m;
+}
+
+typedef struct gn_impl {
+  int64_t groups, channels;
+  double eps;
+  bool affine;
+} gn_impl;
+
+static em_tensor *gn_forward(em_module *m, int nin, em_tensor *const *in) {
+  if (one_input(m, nin)) return NULL;
+  gn_impl *p = em_module_impl(m);
+  return em_nn_f_group_norm(in[0], p->groups, em_module_parameter(m, "weight"),
+                            em_module_parameter(m, "bias"), p->eps);
+}
+
+static char *gn_repr(em_module *m) {
+  gn_impl *p = em_module_impl(m);
+  char e[40];
+  return fmt("%lld, %lld, eps=%s, affine=%s", (long long)p->groups, (long long)p->channels,
+             py_float(p->eps, e, sizeof e), p->affine ? "True" : "False");
+}
+
+static const em_module_ops gn_ops = {"GroupNorm", gn_forward, gn_repr, free};
+
+em_module *em_nn_group_norm(int64_t num_groups, int64_t num_channels, double eps, bool affine) {
+  if (num_groups <= 0)
+    return EM_FAIL(EM_ERR_INVALID, "GroupNorm: num_groups must be positive, got %lld",
+                   (long long)num_groups);
+  if (num_channels < 0)
+    return EM_FAIL(EM_ERR_INVALID, "GroupNorm: Trying to create tensor with negative dimension %lld",
+                   (long long)num_channels);
+  if (num_channels % num_groups != 0)
+    return EM_FAIL(EM_ERR_INVALID, "GroupNorm: num_channels must be divisible by num_groups");
+  gn_impl *p = malloc(sizeof *p);
+  if (!p) return EM_FAIL(EM_ERR_NOMEM, "GroupNorm: out of memory");
+  *p = (gn_impl){num_groups, num_channels, eps, affine};
+  em_module *m = em_module_create(&gn_ops, p);
+  if (!m) return NULL;
+  em_status st;
+  if (affine) {
+    st = add_param(m, "weight", filled(EM_DIMS(num_channels), 1.0));
+    if (!st) st = add_param(m, "bias", filled(EM_DIMS(num_channels), 0.0));
+  } else {
+    st = em_module_register_parameter(m, "weight", NULL);
+    if (!st) st = em_module_register_parameter(m, "bias", NULL);
+  }
+  if (st) {
+    em_module_release(m);
+    return NULL;
+  }
+  return m;
+}
