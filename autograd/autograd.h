@@ -91,6 +91,22 @@ EM_API int em_tensor_register_post_accumulate_grad_hook(em_tensor *t,
 /* Removes a hook by handle; false if there was none. */
 EM_API bool em_tensor_remove_hook(em_tensor *t, int handle);
 
+/* ---- engine callbacks (for the DDP reducer) -------------------------------- */
+
+/* From inside a hook running during backward: run fn(ctx) once after the
+ * current backward pass has finished every node, before em_backward
+ * returns (PyTorch's queue_callback). Its error becomes backward's error.
+ * Outside a backward pass it is EM_ERR_STATE. */
+EM_API em_status em_ag_queue_callback(em_status (*fn)(void *ctx), void *ctx);
+/* True while the calling thread runs a backward pass. */
+EM_API bool em_ag_in_backward(void);
+
+/* The leaves that require grad and are reachable backwards from the roots'
+ * autograd graphs: *leaves is a malloc'd array of *n new references
+ * (release with em_tensor_list_release). */
+EM_API em_status em_ag_reachable_leaves(int nroots, em_tensor *const *roots, em_tensor ***leaves,
+                                        int *n);
+
 /* ---- custom functions ------------------------------------------------------ */
 
 #define EM_AG_MAX_OUTPUTS 8

@@ -561,6 +561,45 @@ bool em_tensor_remove_hook(em_tensor *t, int handle) {
 
 /* ---- the backward pass ------------------------------------------------------------------------ */
 
+typedef struct queued_cb {
+  em_status (*fn)(void *ctx);
+  void *ctx;
+} queued_cb;
+
+static __thread bool in_backward;
+static __thread queued_cb *cbs;
+static __thread int ncbs, cap_cbs;
+
+bool em_ag_in_backward(void) { return in_backward; }
+
+em_status em_ag_queue_callback(em_status (*fn)(void *ctx), void *ctx) {
+  if (!in_backward)
+    return em__set_error(EM_ERR_STATE, "queue_callback: only allowed during a backward pass");
+  if (ncbs == cap_cbs) {
+    int nc = cap_cbs ? cap_cbs * 2 : 8;
+    queued_cb *n = realloc(cbs, sizeof *n * (size_t)nc);
+    if (!n) return em__set_error(EM_ERR_NOMEM, "queue_callback: out of memory");
+    cbs = n;
+    cap_cbs = nc;
+  }
+  cbs[ncbs++] = (queued_cb){fn, ctx};
+  return EM_OK;
+}
+
+/* Runs (and clears) the callbacks queued during a pass; every one runs
+ * even after an error (they release resources), the first error wins. */
+static em_status run_callbacks(em_status st) {
+  for (int i = 0; i < ncbs; i++) { /* a callback may queue more */
+    em_status s = cbs[i].fn(cbs[i].ctx);
+    if (!st) st = s;
+  }
+  ncbs = 0;
+  free(cbs);
+  cbs = NULL;
+  cap_cbs = 0;
+  return st;
+}
+
 typedef struct capture {
   em_ag_node *node;
   int input_nr;
@@ -972,8 +1011,11 @@ em_status em_backward_multi(int n, em_tensor *const *roots, em_tensor *const *gr
   if (st) goto done;
   bool prev = em_set_grad_enabled(false);
   pthread_mutex_lock(&engine_mu);
+  in_backward = true;
   st = engine_run(n, edges, rg, retain_graph, 0, NULL);
   pthread_mutex_unlock(&engine_mu);
+  st = run_callbacks(st); /* outside the lock: callbacks may wait on other threads */
+  in_backward = false;
   em_set_grad_enabled(prev);
 done:
   for (int i = 0; edges && rg && i < n; i++) {
@@ -1016,8 +1058,11 @@ em_status em_ag_grad(int nout, em_tensor *const *outputs, em_tensor *const *grad
   if (st) goto done;
   bool prev = em_set_grad_enabled(false);
   pthread_mutex_lock(&engine_mu);
+  in_backward = true;
   st = engine_run(nout, edges, rg, retain_graph, nin, caps);
   pthread_mutex_unlock(&engine_mu);
+  st = run_callbacks(st);
+  in_backward = false;
   em_set_grad_enabled(prev);
   for (int i = 0; !st && i < nin; i++) {
     if (!caps[i].grad && !allow_unused)
@@ -1056,6 +1101,43 @@ done:
   free(rg);
   free(caps);
   return st;
+}
+
+/* ---- reachable leaves ------------------------------------------------------------------------------ */
+
+em_status em_ag_reachable_leaves(int nroots, em_tensor *const *roots, em_tensor ***leaves, int *n) {
+  *leaves = NULL;
+  *n = 0;
+  em_ag_edge *edges = calloc((size_t)nroots + 1, sizeof *edges);
+  if (!edges) return em__set_error(EM_ERR_NOMEM, "reachable_leaves: out of memory");
+  em_status st = EM_OK;
+  for (int i = 0; i < nroots && !st; i++)
+    if (roots[i]) st = edge_of(roots[i], &edges[i]);
+  graph g = {0};
+  em_tensor **out = NULL;
+  int count = 0;
+  pthread_mutex_lock(&engine_mu);
+  if (!st) st = discover(&g, nroots, edges);
+  for (size_t i = 0; i < g.n; i++) g.nodes[i]->deps = 0; /* discover counted; reset */
+  if (!st) {
+    out = calloc(g.n + 1, sizeof *out);
+    if (!out) st = em__set_error(EM_ERR_NOMEM, "reachable_leaves: out of memory");
+  }
+  for (size_t i = 0; !st && i < g.n; i++)
+    if (g.nodes[i]->type == EM_AG_NODE_ACCUMULATE && g.nodes[i]->variable)
+      out[count++] = em_tensor_retain(g.nodes[i]->variable);
+  pthread_mutex_unlock(&engine_mu);
+  free(g.nodes);
+  free(g.heap);
+  for (int i = 0; i < nroots; i++) em__ag_node_release(edges[i].node);
+  free(edges);
+  if (st) {
+    em_tensor_list_release(out, count);
+    return st;
+  }
+  *leaves = out;
+  *n = count;
+  return EM_OK;
 }
 
 /* ---- custom functions ------------------------------------------------------------------------------ */

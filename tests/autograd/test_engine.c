@@ -303,4 +303,63 @@ EM_TEST(grad_dtype_follows_the_leaf) {
   for (size_t i = 0; i < 5; i++) em_tensor_release(list[i]);
 }
 
+typedef struct cb_state {
+  int queued, ran;
+  em_tensor *leaf;
+  bool grad_final_when_ran;
+} cb_state;
+
+static em_status final_cb(void *ctx) {
+  cb_state *c = ctx;
+  c->ran++;
+  em_tensor *g = em_tensor_grad(c->leaf);
+  c->grad_final_when_ran = g != NULL;
+  em_tensor_release(g);
+  return EM_OK;
+}
+
+static em_status queue_once(em_tensor *leaf, void *ctx) {
+  cb_state *c = ctx;
+  if (!c->queued++) return em_ag_queue_callback(final_cb, c);
+  return EM_OK;
+}
+
+EM_TEST(queued_callbacks_run_after_backward) {
+  em_tensor *a = LEAF(V(1, 2), 2), *b = LEAF(V(3), 1);
+  cb_state c = {.leaf = a};
+  ASSERT_TRUE(em_tensor_register_post_accumulate_grad_hook(b, queue_once, &c, NULL) > 0);
+  ASSERT_TRUE(em_tensor_register_post_accumulate_grad_hook(a, queue_once, &c, NULL) > 0);
+  em_tensor *p = em_tensor_mul(a, b), *s = sum(p);
+  ASSERT_OK(em_backward(s, NULL, false));
+  ASSERT_EQ(c.queued, 2);
+  ASSERT_EQ(c.ran, 1);
+  ASSERT_TRUE(c.grad_final_when_ran); /* after every leaf got its grad */
+  ASSERT_TRUE(!em_ag_in_backward());
+  ASSERT_ERR(em_ag_queue_callback(final_cb, &c), EM_ERR_STATE, "only allowed during a backward");
+  em_tensor_release(s), em_tensor_release(p), em_tensor_release(a), em_tensor_release(b);
+}
+
+EM_TEST(reachable_leaves_finds_used_parameters) {
+  em_tensor *w1 = LEAF(V(1, 2), 2), *w2 = LEAF(V(3, 4), 2), *unused = LEAF(V(5), 1);
+  em_tensor *x = em_tensor_from_data((double[]){1, 1}, EM_DIMS(2), EM_FLOAT64);
+  em_tensor *h = em_tensor_mul(x, w1), *y = em_tensor_add(h, w2);
+  em_tensor **leaves;
+  int n;
+  ASSERT_OK(em_ag_reachable_leaves(1, &y, &leaves, &n));
+  ASSERT_EQ(n, 2);
+  bool has1 = false, has2 = false;
+  for (int i = 0; i < n; i++) {
+    has1 |= leaves[i] == w1;
+    has2 |= leaves[i] == w2;
+    ASSERT_TRUE(leaves[i] != unused);
+  }
+  ASSERT_TRUE(has1 && has2);
+  em_tensor_list_release(leaves, n);
+  /* the graph is still usable afterwards */
+  em_tensor *s = sum(y);
+  ASSERT_OK(em_backward(s, NULL, false));
+  em_tensor *list[] = {w1, w2, unused, x, h, y, s};
+  for (size_t i = 0; i < 7; i++) em_tensor_release(list[i]);
+}
+
 EM_TEST_MAIN()
