@@ -178,6 +178,19 @@ em_status em__elementwise_into(em_op op, em_dtype key, em_tensor *out, int nin,
                                em_tensor *const *in, const em_dtype *in_dtypes,
                                const em_op_attrs *a, int64_t grain);
 
+/* Helpers shared by the elementwise front ends (core/ops_binary.c). */
+/* "Float", "Long", ... as PyTorch names dtypes in messages. */
+const char *em__torch_dtype_name(em_dtype dt);
+/* Errors for in-place ops whose result cannot be written into self. */
+em_status em__check_inplace_cast(const char *name, em_dtype result, em_dtype self);
+em_status em__check_inplace_shape(const char *name, em_tensor *self, int n,
+                                  em_tensor *const *others);
+/* A fast path for small dense operands of the right dtype: runs the
+ * kernel directly; false when the operands do not qualify. */
+bool em__elementwise_small(em_op op, em_dtype key, em_dtype rt, int n, em_tensor *const *in,
+                           const em_op_attrs *a, int64_t grain, em_tensor **out);
+em_tensor *em__pow_scalar(em_tensor *t, em_scalar exponent);
+
 /* PyTorch's result_type over tensors (wrapped numbers and 0-dim tensors
  * take part with lower priority). */
 em_dtype em__result_type(int n, em_tensor *const *ts);
@@ -219,6 +232,14 @@ void em__dgemm(bool transa, bool transb, int64_t m, int64_t n, int64_t k, double
                const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
                double *c, int64_t ldc);
 void em__blas_set_num_threads(int n);
+
+/* ---- CPU memory (core/cpu_cache.c) ---------------------------------------------
+ * Blocks of at least EM_CPU_CACHE_MIN bytes are kept after free (up to a
+ * limit: env EMBER_CPU_CACHE_MB, default 1024) and reused, so large
+ * tensors do not page-fault afresh on every allocation. */
+#define EM_CPU_CACHE_MIN ((size_t)1 << 20)
+void *em__cpu_cache_alloc(size_t nbytes);
+void em__cpu_cache_free(void *p, size_t nbytes);
 
 /* ---- tensor internals --------------------------------------------------------*/
 

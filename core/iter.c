@@ -152,7 +152,7 @@ em_status em_broadcast_shapes(int n, const int *ndims, const int64_t *const *sha
       return em__set_error(EM_ERR_SHAPE,
                            "the size of tensor a (%lld) must match the size of tensor b (%lld) "
                            "at non-singleton dimension %d (shapes %s and %s)",
-                           (long long)*o, (long long)s, off + j - nd,
+                           (long long)*o, (long long)s, off + j,
                            em__shape_str(ndims[0], shapes[0], a, sizeof a),
                            em__shape_str(ndims[i], shapes[i], b, sizeof b));
     }

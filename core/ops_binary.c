@@ -250,8 +250,13 @@ static int64_t scalar_i64(em_tensor *t) {
  * *rt. alpha: add/sub's alpha, or NULL. */
 static em_status binary_types(const binfo *bi, const char *name, em_tensor *a, em_tensor *b,
                               const em_scalar *alpha, em_dtype *ct, em_dtype *rt) {
-  em_tensor *in[2] = {a, b};
-  em_dtype r = em__result_type(2, in);
+  em_dtype r;
+  if (a->dtype == b->dtype && !a->is_wrapped_number && !b->is_wrapped_number) {
+    r = (em_dtype)a->dtype; /* what result_type gives, without its loop */
+  } else {
+    em_tensor *in[2] = {a, b};
+    r = em__result_type(2, in);
+  }
   *ct = *rt = r;
   switch (bi->kind) {
     case BK_ARITH:

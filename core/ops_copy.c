@@ -204,8 +204,7 @@ em_status em__inplace_recorded(const char *op, em_tensor *self, em__outplace_fn 
     goto done;
   }
   if (r->dtype != self->dtype && !em_can_cast((em_dtype)r->dtype, (em_dtype)self->dtype)) {
-    st = em__set_error(EM_ERR_DTYPE, "%s: result type %s can't be cast to the desired output type %s",
-                       op, em_dtype_name((em_dtype)r->dtype), em_dtype_name((em_dtype)self->dtype));
+    st = em__check_inplace_cast(op, (em_dtype)r->dtype, (em_dtype)self->dtype);
     goto done;
   }
   EM_CHECK_GOTO(em__copy_into(self, r), st, done);

@@ -7,22 +7,29 @@
 
 const em__ag_vtable *_Atomic em__ag = NULL;
 
-/* ---- CPU heap allocator ------------------------------------------------------
- * Storage header and data share one 64-byte aligned block, so a new tensor
- * costs two allocations (tensor + block). */
+/* ---- CPU memory ----------------------------------------------------------------
+ * Small storages keep header and data in one block from malloc (glibc's
+ * per-thread cache makes that a few dozen instructions; data is 16-byte
+ * aligned, enough for tiny tensors). Medium ones use one 64-byte aligned
+ * block. Large ones (>= EM_CPU_CACHE_MIN) come from a cache of freed blocks,
+ * because glibc returns big blocks to the kernel on free and every new one
+ * would page-fault all over again on first touch (a 64 MiB output costs
+ * more to fault in than to compute). */
 #define EM_STORAGE_HEADER 64
+#define EM_SMALL_STORAGE 1024 /* header + data up to this: plain malloc */
 _Static_assert(sizeof(em_storage) <= EM_STORAGE_HEADER, "storage header fits in 64 bytes");
 
 static em_status cpu_alloc(em_allocator *self, size_t nbytes, em_device dev, void **data,
                            void **ctx) {
-  void *p = NULL;
-  if (nbytes > (size_t)INT64_MAX || posix_memalign(&p, 64, nbytes ? nbytes : 1) != 0)
-    return em__set_error(EM_ERR_NOMEM, "cpu allocator: cannot allocate %zu bytes", nbytes);
+  void *p = em__cpu_cache_alloc(nbytes);
+  if (!p) return em__set_error(EM_ERR_NOMEM, "cpu allocator: cannot allocate %zu bytes", nbytes);
   *data = p;
   *ctx = NULL;
   return EM_OK;
 }
-static void cpu_free(em_allocator *self, void *data, size_t nbytes, void *ctx) { free(data); }
+static void cpu_free(em_allocator *self, void *data, size_t nbytes, void *ctx) {
+  em__cpu_cache_free(data, nbytes);
+}
 
 static em_allocator cpu_allocator = {"cpu", EM_CPU, cpu_alloc, cpu_free, NULL};
 em_allocator *em_cpu_allocator(void) { return &cpu_allocator; }
@@ -45,11 +52,15 @@ em_storage *em_storage_create(em_allocator *a, size_t nbytes, em_device dev) {
                      dev.type);
     a = &cpu_allocator;
   }
-  if (a == &cpu_allocator) {
+  if (a == &cpu_allocator && nbytes < EM_CPU_CACHE_MIN) {
     void *block = NULL;
-    if (nbytes > (size_t)INT64_MAX - EM_STORAGE_HEADER ||
-        posix_memalign(&block, 64, EM_STORAGE_HEADER + nbytes) != 0)
+    if (nbytes > (size_t)INT64_MAX - EM_STORAGE_HEADER)
       return EM_FAIL(EM_ERR_NOMEM, "cpu allocator: cannot allocate %zu bytes", nbytes);
+    if (EM_STORAGE_HEADER + nbytes <= EM_SMALL_STORAGE)
+      block = malloc(EM_STORAGE_HEADER + nbytes);
+    else if (posix_memalign(&block, 64, EM_STORAGE_HEADER + nbytes) != 0)
+      block = NULL;
+    if (!block) return EM_FAIL(EM_ERR_NOMEM, "cpu allocator: cannot allocate %zu bytes", nbytes);
     em_storage *s = block;
     storage_init(s, dev, nbytes);
     s->data = (char *)block + EM_STORAGE_HEADER;

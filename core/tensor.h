@@ -72,8 +72,13 @@ struct em_storage {
   atomic_uint_fast64_t version; /* bumped by every in-place write */
 };
 
-/* The default CPU allocator: 64-byte aligned heap memory. */
+/* The default CPU allocator: 64-byte aligned heap memory; large blocks
+ * are cached after free and reused. */
 EM_API em_allocator *em_cpu_allocator(void);
+/* Returns every cached free block to the system (PyTorch users know this
+ * as empty_cache). Bytes currently cached: em_cpu_cache_bytes(). */
+EM_API void em_cpu_empty_cache(void);
+EM_API size_t em_cpu_cache_bytes(void);
 
 /* New storage of nbytes from allocator a (NULL: the device's default). */
 EM_API em_storage *em_storage_create(em_allocator *a, size_t nbytes, em_device dev);

@@ -95,7 +95,9 @@ static inline uint8_t em__f2u8(double v) { return EM__SAT(uint8_t, 0, UINT8_MAX,
                       default: (T)0))
 #define EM_WRAP_ADD(T, x, y) ((T)((EM_UNSIGNED_OF(T))(x) + (EM_UNSIGNED_OF(T))(y)))
 #define EM_WRAP_SUB(T, x, y) ((T)((EM_UNSIGNED_OF(T))(x) - (EM_UNSIGNED_OF(T))(y)))
-#define EM_WRAP_MUL(T, x, y) ((T)((EM_UNSIGNED_OF(T))(x) * (EM_UNSIGNED_OF(T))(y)))
+/* 1u * first: narrow unsigned types would otherwise promote to int and the
+ * product could overflow it. */
+#define EM_WRAP_MUL(T, x, y) ((T)((1u * (EM_UNSIGNED_OF(T))(x)) * (EM_UNSIGNED_OF(T))(y)))
 
 /* ---- loop bodies ------------------------------------------------------------------
  * Inside EXPR the compute-type values are named x (and y, z); attrs is `a`.
