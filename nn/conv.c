@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,58 @@ typedef struct conv_geom {
 #define SFX(name) name##_f64
 #define GEMM em__dgemm
 #include "nn/cpu_conv_impl.h"
+
+/* The same kernels compiled for AVX2 + FMA, chosen at run time (the build
+ * targets baseline x86-64). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EM_CONV_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define T float
+#define SFX(name) name##_f32_avx2
+#define GEMM em__sgemm
+#include "nn/cpu_conv_impl.h"
+#define T double
+#define SFX(name) name##_f64_avx2
+#define GEMM em__dgemm
+#include "nn/cpu_conv_impl.h"
+#pragma GCC pop_options
+#endif
+
+typedef em_status (*conv_fwd_fn_f32)(const conv_geom *, const float *, const float *, const float *,
+                                     float *);
+typedef em_status (*conv_bwd_fn_f32)(const conv_geom *, const float *, const float *, const float *,
+                                     float *, float *, float *);
+typedef em_status (*conv_fwd_fn_f64)(const conv_geom *, const double *, const double *,
+                                     const double *, double *);
+typedef em_status (*conv_bwd_fn_f64)(const conv_geom *, const double *, const double *,
+                                     const double *, double *, double *, double *);
+
+/* The kernel set for this CPU. */
+static struct {
+  conv_fwd_fn_f32 fwd32, tfwd32;
+  conv_bwd_fn_f32 bwd32, tbwd32;
+  conv_fwd_fn_f64 fwd64, tfwd64;
+  conv_bwd_fn_f64 bwd64, tbwd64;
+} kern;
+
+static void pick_kernels(void) {
+  kern.fwd32 = conv_forward_f32, kern.tfwd32 = convt_forward_f32;
+  kern.bwd32 = conv_backward_f32, kern.tbwd32 = convt_backward_f32;
+  kern.fwd64 = conv_forward_f64, kern.tfwd64 = convt_forward_f64;
+  kern.bwd64 = conv_backward_f64, kern.tbwd64 = convt_backward_f64;
+#ifdef EM_CONV_AVX2
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    kern.fwd32 = conv_forward_f32_avx2, kern.tfwd32 = convt_forward_f32_avx2;
+    kern.bwd32 = conv_backward_f32_avx2, kern.tbwd32 = convt_backward_f32_avx2;
+    kern.fwd64 = conv_forward_f64_avx2, kern.tfwd64 = convt_forward_f64_avx2;
+    kern.bwd64 = conv_backward_f64_avx2, kern.tbwd64 = convt_backward_f64_avx2;
+  }
+#endif
+}
+
+static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -115,18 +168,17 @@ static em_tensor *conv_compute(const conv_geom *g, em_tensor *x, em_tensor *w, e
   }
   out = em_tensor_empty(EM_DIMS(g->N, g->Cout, g->OH, g->OW), cdt);
   EM_CHECK_PTR_GOTO(out, st, done);
+  pthread_once(&kern_once, pick_kernels);
   if (cdt == EM_FLOAT64) {
     const double *bp = bc ? (const double *)em__data_ptr(bc) : NULL;
-    st = g->transposed ? convt_forward_f64(g, (double *)em__data_ptr(xc), (double *)em__data_ptr(wc),
-                                           bp, (double *)em__data_ptr(out))
-                       : conv_forward_f64(g, (double *)em__data_ptr(xc), (double *)em__data_ptr(wc),
-                                          bp, (double *)em__data_ptr(out));
+    st = (g->transposed ? kern.tfwd64 : kern.fwd64)(g, (double *)em__data_ptr(xc),
+                                                    (double *)em__data_ptr(wc), bp,
+                                                    (double *)em__data_ptr(out));
   } else {
     const float *bp = bc ? (const float *)em__data_ptr(bc) : NULL;
-    st = g->transposed ? convt_forward_f32(g, (float *)em__data_ptr(xc), (float *)em__data_ptr(wc),
-                                           bp, (float *)em__data_ptr(out))
-                       : conv_forward_f32(g, (float *)em__data_ptr(xc), (float *)em__data_ptr(wc),
-                                          bp, (float *)em__data_ptr(out));
+    st = (g->transposed ? kern.tfwd32 : kern.fwd32)(g, (float *)em__data_ptr(xc),
+                                                    (float *)em__data_ptr(wc), bp,
+                                                    (float *)em__data_ptr(out));
   }
   if (!st && cdt != dt) {
     em_tensor *o2 = em__convert(out, dt);
@@ -196,12 +248,13 @@ static em_status conv_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
     EM_CHECK_PTR_GOTO(db, st, done);
   }
 #define PTR(t, TY) ((t) ? (TY *)em__data_ptr(t) : NULL)
+  pthread_once(&kern_once, pick_kernels);
   if (cdt == EM_FLOAT64) {
-    st = (g->transposed ? convt_backward_f64 : conv_backward_f64)(
+    st = (g->transposed ? kern.tbwd64 : kern.bwd64)(
         g, PTR(xc, double), PTR(wc, double), PTR(goc, double), PTR(dx, double), PTR(dw, double),
         PTR(db, double));
   } else {
-    st = (g->transposed ? convt_backward_f32 : conv_backward_f32)(
+    st = (g->transposed ? kern.tbwd32 : kern.bwd32)(
         g, PTR(xc, float), PTR(wc, float), PTR(goc, float), PTR(dx, float), PTR(dw, float),
         PTR(db, float));
   }
@@ -249,8 +302,8 @@ static const char *pair_str(int spatial, int64_t a, int64_t b, char *buf, size_t
 
 /* Validates the arguments of a convolution and fills g (in 4-D terms;
  * spatial 1 maps the length onto the width). x is the batched input. */
-static em_status conv_check(const char *op, int spatial, bool transposed, em_tensor *x, int xdim_in,
-                            em_tensor *w, em_tensor *b, const em_conv_options *o, conv_geom *g) {
+static em_status conv_check(const char *op, int spatial, bool transposed, em_tensor *x, em_tensor *w,
+                            em_tensor *b, const em_conv_options *o, conv_geom *g) {
   em_conv_options dflt = {0};
   if (!o) o = &dflt;
   int ns = spatial;
@@ -377,7 +430,6 @@ static em_status conv_check(const char *op, int spatial, bool transposed, em_ten
                            pair_str(ns, ek[0], ek[1], b2, sizeof b2));
     for (int i = 0; i < 2; i++) out_sz[i] = (padded[i] - ek[i]) / s[i] + 1;
   }
-  (void)xdim_in;
   *g = (conv_geom){.spatial = ns, .transposed = transposed, .N = x->shape[0], .Cin = cin,
                    .H = in_sz[0], .W = in_sz[1], .Cout = cout, .OH = out_sz[0], .OW = out_sz[1],
                    .kh = k[0], .kw = k[1], .sh = s[0], .sw = s[1], .ph = p[0], .pw = p[1],
@@ -401,7 +453,7 @@ static em_tensor *conv_front(const char *op, int ns, bool transposed, em_tensor 
   xb = unbatched ? em_tensor_unsqueeze(x, 0) : em_tensor_retain(x);
   EM_CHECK_PTR_GOTO(xb, st, done);
   conv_geom g;
-  EM_CHECK_GOTO(conv_check(op, ns, transposed, xb, x->ndim, w, b, o, &g), st, done);
+  EM_CHECK_GOTO(conv_check(op, ns, transposed, xb, w, b, o, &g), st, done);
   if (ns == 1) {
     x4 = em_tensor_unsqueeze(xb, 2);
     EM_CHECK_PTR_GOTO(x4, st, done);

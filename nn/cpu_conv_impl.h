@@ -57,6 +57,37 @@ static inline int64_t conv_grain(int64_t per_task) {
 }
 #endif
 
+/* ---- short rows ------------------------------------------------------------------ */
+
+/* Rows here are short (OW elements, often about 10): a memcpy call or a
+ * generic vectorised loop spends more on its set-up than on the data. These
+ * move 32-byte blocks (one AVX register) with inlined fixed-size memcpy. */
+typedef T SFX(vec) __attribute__((vector_size(32)));
+#define SFX_VL ((int64_t)(32 / sizeof(T)))
+
+static inline void SFX(copy_row)(T *restrict dst, const T *restrict src, int64_t n) {
+  if (n >= SFX_VL) {
+    int64_t i = 0;
+    for (; i + SFX_VL <= n; i += SFX_VL) memcpy(dst + i, src + i, 32);
+    if (i < n) memcpy(dst + n - SFX_VL, src + n - SFX_VL, 32); /* overlapping tail */
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static inline void SFX(add_row)(T *restrict dst, const T *restrict src, int64_t n) {
+  int64_t i = 0;
+  for (; i + SFX_VL <= n; i += SFX_VL) {
+    SFX(vec) a, b;
+    memcpy(&a, dst + i, 32);
+    memcpy(&b, src + i, 32);
+    a += b;
+    memcpy(dst + i, &a, 32);
+  }
+  for (; i < n; i++) dst[i] += src[i];
+}
+#undef SFX_VL
+
 /* ---- im2col / col2im ------------------------------------------------------------ */
 
 typedef struct SFX(lower_job) {
@@ -89,7 +120,7 @@ static void SFX(im2col_range)(void *vctx, int64_t begin, int64_t end) {
           const T *src = plane + ih * L->IW + offw;
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
           if (L->sw == 1) {
-            memcpy(dst + lo, src + lo, sizeof(T) * (size_t)(hi - lo));
+            SFX(copy_row)(dst + lo, src + lo, hi - lo);
           } else {
             const int64_t s = L->sw;
             for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * s];
@@ -128,7 +159,7 @@ static void SFX(col2im_range)(void *vctx, int64_t begin, int64_t end) {
           const T *src = row + oh * L->OW;
           T *dst = plane + ih * L->IW + offw;
           if (L->sw == 1) {
-            for (int64_t ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+            SFX(add_row)(dst + lo, src + lo, hi - lo);
           } else {
             const int64_t s = L->sw;
             for (int64_t ow = lo; ow < hi; ow++) dst[ow * s] += src[ow];
@@ -211,9 +242,12 @@ static void SFX(bias_grad_range)(void *vctx, int64_t begin, int64_t end) {
     double acc = 0;
     for (int64_t n = 0; n < J->nb; n++) {
       const T *s = J->src + (n * J->Ctot + c) * J->P;
-      T part = 0;
-      for (int64_t p = 0; p < J->P; p++) part += s[p];
-      acc += part;
+      T a[16] = {0}; /* independent lanes: vectorisable without -ffast-math */
+      int64_t p = 0;
+      for (; p + 16 <= J->P; p += 16)
+        for (int l = 0; l < 16; l++) a[l] += s[p + l];
+      for (; p < J->P; p++) a[0] += s[p];
+      for (int l = 0; l < 16; l++) acc += a[l];
     }
     J->dst[c] = (T)acc;
   }
@@ -231,7 +265,7 @@ static void SFX(bias_grad)(const T *g, int64_t N, int64_t C, int64_t P, T *db) {
 static inline int64_t SFX(chunk_images)(int64_t N, int64_t K, int64_t P) {
   int64_t per = K * P;
   if (per <= 0) return N > 0 ? N : 1;
-  int64_t nb = ((int64_t)1 << 24) / per;
+  int64_t nb = ((int64_t)1 << 18) / per;
   if (nb < 1) nb = 1;
   if (nb > N) nb = N;
   return nb > 0 ? nb : 1;

@@ -89,9 +89,63 @@ typedef struct SFX(bn_job) {
   double eps;
 } SFX(bn_job);
 
+/* [N, C] input (S == 1): a channel's values are C apart, so a task walks
+ * its block of channels row by row instead. */
+static void SFX(bn_fwd_rows)(const SFX(bn_job) *J, int64_t c0, int64_t c1) {
+  const int64_t N = J->N, C = J->C;
+  if (J->batch_stats) {
+    for (int64_t c = c0; c < c1; c++) J->mean[c] = 0, J->var[c] = 0;
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = c0; c < c1; c++) J->mean[c] += J->x[n * C + c];
+    for (int64_t c = c0; c < c1; c++) J->mean[c] = N > 0 ? J->mean[c] / (double)N : 0;
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = c0; c < c1; c++) {
+        double d = J->x[n * C + c] - J->mean[c];
+        J->var[c] += d * d;
+      }
+    for (int64_t c = c0; c < c1; c++) {
+      J->var[c] = N > 0 ? J->var[c] / (double)N : 0;
+      J->invstd[c] = 1.0 / sqrt(J->var[c] + J->eps);
+    }
+  }
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = c0; c < c1; c++) {
+      double w = J->w ? (double)J->w[c] : 1.0, b = J->b ? (double)J->b[c] : 0.0;
+      J->y[n * C + c] = (T)((J->x[n * C + c] - J->mean[c]) * J->invstd[c] * w + b);
+    }
+}
+
+static void SFX(bn_bwd_rows)(const SFX(bn_job) *J, int64_t c0, int64_t c1) {
+  const int64_t N = J->N, C = J->C;
+  for (int64_t c = c0; c < c1; c++) J->db[c] = 0, J->dw[c] = 0; /* dw holds sum dy (x - mean) */
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = c0; c < c1; c++) {
+      double dy = J->dy[n * C + c];
+      J->db[c] += dy;
+      J->dw[c] += dy * (J->x[n * C + c] - J->mean[c]);
+    }
+  if (J->dx) {
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = c0; c < c1; c++) {
+        double w = J->w ? (double)J->w[c] : 1.0, a = w * J->invstd[c];
+        double v = a * J->dy[n * C + c];
+        if (J->batch_stats && N > 0)
+          v += -a * J->invstd[c] * J->invstd[c] * J->dw[c] / (double)N *
+                   (J->x[n * C + c] - J->mean[c]) -
+               a * J->db[c] / (double)N;
+        J->dx[n * C + c] = (T)v;
+      }
+  }
+  for (int64_t c = c0; c < c1; c++) J->dw[c] *= J->invstd[c];
+}
+
 static void SFX(bn_fwd_range)(void *vctx, int64_t c0, int64_t c1) {
   const SFX(bn_job) *J = vctx;
   const int64_t N = J->N, C = J->C, S = J->S;
+  if (S == 1) {
+    SFX(bn_fwd_rows)(J, c0, c1);
+    return;
+  }
   for (int64_t c = c0; c < c1; c++) {
     double mean, invstd;
     if (J->batch_stats) {
@@ -117,6 +171,10 @@ static void SFX(bn_fwd_range)(void *vctx, int64_t c0, int64_t c1) {
 static void SFX(bn_bwd_range)(void *vctx, int64_t c0, int64_t c1) {
   const SFX(bn_job) *J = vctx;
   const int64_t N = J->N, C = J->C, S = J->S, M = N * S;
+  if (S == 1) {
+    SFX(bn_bwd_rows)(J, c0, c1);
+    return;
+  }
   for (int64_t c = c0; c < c1; c++) {
     double mean = J->mean[c], invstd = J->invstd[c];
     double sdy = 0, sdyx = 0;

@@ -17,9 +17,12 @@
  * State dicts use PyTorch's layout flattened to dotted names:
  * "state.<param index>.<name>" (momentum_buffer, exp_avg, exp_avg_sq,
  * max_exp_avg_sq, square_avg, sum, step ...) and
- * "param_groups.<group>.<hyper-parameter>" (0-dim float64 tensors), plus
+ * "param_groups.<group>.<hyper-parameter>" (0-dim float64 tensors;
+ * booleans as 0/1; Adam's betas as a [2] tensor), plus
  * "param_groups.<group>.params" (int64 indices) — so one safetensors file
- * can hold a model and its optimizer.
+ * can hold a model and its optimizer. The tensors are live references to
+ * the optimizer's state, as PyTorch's. A scheduler borrows its optimizer,
+ * which must outlive it.
  */
 #ifndef EMBER_NN_OPTIM_H
 #define EMBER_NN_OPTIM_H
@@ -78,6 +81,15 @@ EM_API double em_optim_get_lr(const em_optimizer *opt, int group);
 EM_API em_status em_optim_set_lr(em_optimizer *opt, int group, double lr);
 /* The lr a group was created with (schedulers scale from it). */
 EM_API double em_optim_initial_lr(const em_optimizer *opt, int group);
+
+/* Any hyper-parameter of a group by its state-dict name ("lr",
+ * "momentum", "weight_decay", "nesterov" (0/1), "eps", "beta1", "beta2",
+ * "amsgrad", "alpha", "centered", "lr_decay", ...). Unknown names and
+ * invalid values are errors. */
+EM_API em_status em_optim_get_option(em_optimizer *opt, int group, const char *name, double *value);
+EM_API em_status em_optim_set_option(em_optimizer *opt, int group, const char *name, double value);
+/* "SGD", "Adam", "AdamW", "RMSprop" or "Adagrad". */
+EM_API const char *em_optim_kind(const em_optimizer *opt);
 
 /* One update of every parameter that has a gradient. */
 EM_API em_status em_optim_step(em_optimizer *opt);

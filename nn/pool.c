@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,34 +54,51 @@ typedef struct pool_job {
 } pool_job;
 
 #define DEFINE_POOL_KERNELS(T, SFX)                                                              \
+  /* One max window: [h0, h1) x [w0, w1) stepping by the dilation; NaN wins. */                 \
+  static inline void max_one_##SFX(const pool_geom *g, const T *x, int64_t oh, int64_t ow,      \
+                                   T *y, int64_t *ix) {                                          \
+    int64_t h0 = oh * g->sh - g->ph, w0 = ow * g->sw - g->pw;                                    \
+    int64_t h1 = min64(h0 + (g->kh - 1) * g->dh + 1, g->H);                                      \
+    int64_t w1 = min64(w0 + (g->kw - 1) * g->dw + 1, g->W);                                      \
+    while (h0 < 0) h0 += g->dh;                                                                  \
+    while (w0 < 0) w0 += g->dw;                                                                  \
+    int64_t best = h0 * g->W + w0;                                                               \
+    T mv = -INFINITY;                                                                            \
+    for (int64_t ih = h0; ih < h1; ih += g->dh)                                                  \
+      for (int64_t iw = w0; iw < w1; iw += g->dw) {                                              \
+        T v = x[ih * g->W + iw];                                                                 \
+        if (v > mv || isnan(v)) {                                                                \
+          mv = v;                                                                                \
+          best = ih * g->W + iw;                                                                 \
+        }                                                                                        \
+      }                                                                                          \
+    *y = mv;                                                                                     \
+    if (ix) *ix = best;                                                                          \
+  }                                                                                              \
   static void max_fwd_##SFX(void *vctx, int64_t begin, int64_t end) {                            \
     const pool_job *J = vctx;                                                                    \
     const pool_geom *g = J->g;                                                                   \
+    bool two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 &&             \
+               g->pw == 0 && g->dh == 1 && g->dw == 1;                                           \
+    /* outputs whose 2x2 window lies inside the input (all but ceil_mode's last) */              \
+    int64_t OHi = two ? min64(g->OH, g->H / 2) : 0, OWi = two ? min64(g->OW, g->W / 2) : 0;      \
     for (int64_t pl = begin; pl < end; pl++) {                                                   \
       const T *x = (const T *)J->x + pl * g->H * g->W;                                           \
       T *y = (T *)J->y + pl * g->OH * g->OW;                                                     \
       int64_t *ix = J->idx ? J->idx + pl * g->OH * g->OW : NULL;                                 \
       for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
-        int64_t h0 = oh * g->sh - g->ph;                                                         \
-        int64_t h1 = min64(h0 + (g->kh - 1) * g->dh + 1, g->H);                                  \
-        while (h0 < 0) h0 += g->dh;                                                              \
-        for (int64_t ow = 0; ow < g->OW; ow++) {                                                 \
-          int64_t w0 = ow * g->sw - g->pw;                                                       \
-          int64_t w1 = min64(w0 + (g->kw - 1) * g->dw + 1, g->W);                                \
-          while (w0 < 0) w0 += g->dw;                                                            \
-          int64_t best = h0 * g->W + w0;                                                         \
-          T mv = -INFINITY;                                                                      \
-          for (int64_t ih = h0; ih < h1; ih += g->dh)                                            \
-            for (int64_t iw = w0; iw < w1; iw += g->dw) {                                        \
-              T v = x[ih * g->W + iw];                                                           \
-              if (v > mv || isnan(v)) {                                                          \
-                mv = v;                                                                          \
-                best = ih * g->W + iw;                                                           \
-              }                                                                                  \
-            }                                                                                    \
-          y[oh * g->OW + ow] = mv;                                                               \
-          if (ix) ix[oh * g->OW + ow] = best;                                                    \
+        int64_t ow = 0;                                                                          \
+        if (oh < OHi) {                                                                          \
+          const T *r0 = x + 2 * oh * g->W;                                                       \
+          if (ix)                                                                                \
+            max2x2_idx_##SFX(r0, r0 + g->W, OWi, 2 * oh * g->W, g->W, y + oh * g->OW,             \
+                             ix + oh * g->OW);                                                   \
+          else                                                                                   \
+            max2x2_val_##SFX(r0, r0 + g->W, OWi, y + oh * g->OW);                                \
+          ow = OWi;                                                                              \
         }                                                                                        \
+        for (; ow < g->OW; ow++)                                                                 \
+          max_one_##SFX(g, x, oh, ow, y + oh * g->OW + ow, ix ? ix + oh * g->OW + ow : NULL);    \
       }                                                                                          \
     }                                                                                            \
   }                                                                                              \
@@ -134,6 +152,86 @@ typedef struct pool_job {
         }                                                                                        \
     }                                                                                            \
   }
+
+/* One row of 2x2 stride-2 unpadded windows (the usual CNN pool) over input
+ * rows r0, r1, written so that the compiler vectorises it (no branches):
+ * the first maximum in PyTorch's scan order wins, and so does NaN. With
+ * indices (flat h*W + w, base = the first window's) or values only. */
+#define DEF_MAX2X2(T, SFX, ATTR)                                                                  \
+  ATTR static void max2x2_idx_##SFX(const T *restrict r0, const T *restrict r1, int64_t n,        \
+                                    int64_t base, int64_t W, T *restrict y, int64_t *restrict ix) { \
+    for (int64_t ow = 0; ow < n; ow++) {                                                          \
+      T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];                   \
+      T m = a;                                                                                    \
+      bool t = b > m || b != b;                                                                   \
+      m = t ? b : m;                                                                              \
+      int64_t off = t ? 1 : 0;                                                                    \
+      t = c > m || c != c;                                                                        \
+      m = t ? c : m;                                                                              \
+      off = t ? W : off;                                                                          \
+      t = d > m || d != d;                                                                        \
+      m = t ? d : m;                                                                              \
+      off = t ? W + 1 : off;                                                                      \
+      y[ow] = m;                                                                                  \
+      ix[ow] = base + 2 * ow + off;                                                               \
+    }                                                                                             \
+  }                                                                                               \
+  ATTR static void max2x2_val_##SFX(const T *restrict r0, const T *restrict r1, int64_t n,        \
+                                    T *restrict y) {                                              \
+    for (int64_t ow = 0; ow < n; ow++) {                                                          \
+      T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];                   \
+      T m = a;                                                                                    \
+      m = (b > m || b != b) ? b : m;                                                              \
+      m = (c > m || c != c) ? c : m;                                                              \
+      m = (d > m || d != d) ? d : m;                                                              \
+      y[ow] = m;                                                                                  \
+    }                                                                                             \
+  }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EM_POOL_AVX2 __attribute__((target("avx2")))
+DEF_MAX2X2(float, f32_avx2, EM_POOL_AVX2)
+DEF_MAX2X2(double, f64_avx2, EM_POOL_AVX2)
+#endif
+DEF_MAX2X2(float, f32_base, )
+DEF_MAX2X2(double, f64_base, )
+
+static bool have_avx2(void) {
+#ifdef EM_POOL_AVX2
+  static _Atomic int cached = -1; /* every thread computes the same value */
+  int c = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (c < 0) {
+    __builtin_cpu_init();
+    c = __builtin_cpu_supports("avx2") ? 1 : 0;
+    atomic_store_explicit(&cached, c, memory_order_relaxed);
+  }
+  return c;
+#else
+  return false;
+#endif
+}
+
+#ifdef EM_POOL_AVX2
+#define MAX2X2_DISPATCH(T, SFX)                                                                   \
+  static void max2x2_idx_##SFX(const T *r0, const T *r1, int64_t n, int64_t base, int64_t W,     \
+                               T *y, int64_t *ix) {                                               \
+    (have_avx2() ? max2x2_idx_##SFX##_avx2 : max2x2_idx_##SFX##_base)(r0, r1, n, base, W, y, ix); \
+  }                                                                                               \
+  static void max2x2_val_##SFX(const T *r0, const T *r1, int64_t n, T *y) {                       \
+    (have_avx2() ? max2x2_val_##SFX##_avx2 : max2x2_val_##SFX##_base)(r0, r1, n, y);              \
+  }
+#else
+#define MAX2X2_DISPATCH(T, SFX)                                                                   \
+  static void max2x2_idx_##SFX(const T *r0, const T *r1, int64_t n, int64_t base, int64_t W,     \
+                               T *y, int64_t *ix) {                                               \
+    max2x2_idx_##SFX##_base(r0, r1, n, base, W, y, ix);                                           \
+  }                                                                                               \
+  static void max2x2_val_##SFX(const T *r0, const T *r1, int64_t n, T *y) {                       \
+    max2x2_val_##SFX##_base(r0, r1, n, y);                                                        \
+  }
+#endif
+MAX2X2_DISPATCH(float, f32)
+MAX2X2_DISPATCH(double, f64)
 
 /* The window of output (oh, ow) clipped to the input, and the divisor
  * (0: an empty window, whose output is 0). */
