@@ -49,6 +49,18 @@ typedef struct conv_lower {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 } conv_lower;
 
+/* Work buffers: big ones come from core's cache of freed blocks, so they
+ * do not page-fault afresh on every call. */
+static inline void *conv_ws_alloc(size_t n) {
+  return n >= EM_CPU_CACHE_MIN ? em__cpu_cache_alloc(n) : malloc(n);
+}
+static inline void conv_ws_free(void *p, size_t n) {
+  if (n >= EM_CPU_CACHE_MIN)
+    em__cpu_cache_free(p, n);
+  else
+    free(p);
+}
+
 /* Tasks of at least ~32k elements each. */
 static inline int64_t conv_grain(int64_t per_task) {
   if (per_task <= 0) return 1 << 20;
@@ -277,10 +289,12 @@ static em_status SFX(conv_forward)(const conv_geom *g, const T *x, const T *w, c
   const int64_t G = g->groups, Cg = g->Cin / G, Coutg = g->Cout / G;
   const int64_t K = Cg * g->kh * g->kw, P = g->OH * g->OW;
   const int64_t nb_max = SFX(chunk_images)(g->N, K, P);
-  T *col = malloc(sizeof(T) * (size_t)(K * nb_max * P + 1));
-  T *tmp = malloc(sizeof(T) * (size_t)(Coutg * nb_max * P + 1));
+  const size_t ncol = sizeof(T) * (size_t)(K * nb_max * P + 1);
+  const size_t ntmp = sizeof(T) * (size_t)(Coutg * nb_max * P + 1);
+  T *col = conv_ws_alloc(ncol), *tmp = conv_ws_alloc(ntmp);
   if (!col || !tmp) {
-    free(col), free(tmp);
+    if (col) conv_ws_free(col, ncol);
+    if (tmp) conv_ws_free(tmp, ntmp);
     return em__set_error(EM_ERR_NOMEM, "conv%dd: out of memory for the column buffer",
                          g->spatial);
   }
@@ -301,7 +315,7 @@ static em_status SFX(conv_forward)(const conv_geom *g, const T *x, const T *w, c
       SFX(to_nc)(tmp, nb, g->Cout, gi * Coutg, Coutg, P, b, false, oc);
     }
   }
-  free(col), free(tmp);
+  conv_ws_free(col, ncol), conv_ws_free(tmp, ntmp);
   return EM_OK;
 }
 
@@ -316,10 +330,12 @@ static em_status SFX(conv_backward)(const conv_geom *g, const T *x, const T *w, 
   if (dx) memset(dx, 0, sizeof(T) * (size_t)(g->N * g->Cin * g->H * g->W));
   if ((!dx && !dw) || K == 0) return EM_OK;
   const int64_t nb_max = SFX(chunk_images)(g->N, K, P);
-  T *col = malloc(sizeof(T) * (size_t)(K * nb_max * P + 1));
-  T *got = malloc(sizeof(T) * (size_t)(g->Cout * nb_max * P + 1));
+  const size_t ncol = sizeof(T) * (size_t)(K * nb_max * P + 1);
+  const size_t ngot = sizeof(T) * (size_t)(g->Cout * nb_max * P + 1);
+  T *col = conv_ws_alloc(ncol), *got = conv_ws_alloc(ngot);
   if (!col || !got) {
-    free(col), free(got);
+    if (col) conv_ws_free(col, ncol);
+    if (got) conv_ws_free(got, ngot);
     return em__set_error(EM_ERR_NOMEM, "conv%dd backward: out of memory for the column buffer",
                          g->spatial);
   }
@@ -342,7 +358,7 @@ static em_status SFX(conv_backward)(const conv_geom *g, const T *x, const T *w, 
       }
     }
   }
-  free(col), free(got);
+  conv_ws_free(col, ncol), conv_ws_free(got, ngot);
   return EM_OK;
 }
 
@@ -355,10 +371,12 @@ static em_status SFX(convt_forward)(const conv_geom *g, const T *x, const T *w, 
   memset(out, 0, sizeof(T) * (size_t)(g->N * g->Cout * Pout));
   if (Kc > 0 && Cg > 0) {
     const int64_t nb_max = SFX(chunk_images)(g->N, Kc + g->Cin, Pin);
-    T *col = malloc(sizeof(T) * (size_t)(Kc * nb_max * Pin + 1));
-    T *xt = malloc(sizeof(T) * (size_t)(g->Cin * nb_max * Pin + 1));
+    const size_t ncol = sizeof(T) * (size_t)(Kc * nb_max * Pin + 1);
+    const size_t nxt = sizeof(T) * (size_t)(g->Cin * nb_max * Pin + 1);
+    T *col = conv_ws_alloc(ncol), *xt = conv_ws_alloc(nxt);
     if (!col || !xt) {
-      free(col), free(xt);
+      if (col) conv_ws_free(col, ncol);
+      if (xt) conv_ws_free(xt, nxt);
       return em__set_error(EM_ERR_NOMEM, "conv_transpose2d: out of memory for the column buffer");
     }
     for (int64_t n0 = 0; n0 < g->N; n0 += nb_max) {
@@ -373,7 +391,7 @@ static em_status SFX(convt_forward)(const conv_geom *g, const T *x, const T *w, 
         SFX(col2im)(&L, col, out + n0 * g->Cout * Pout);
       }
     }
-    free(col), free(xt);
+    conv_ws_free(col, ncol), conv_ws_free(xt, nxt);
   }
   if (b) {
     SFX(relayout_job) J = {NULL, out, b, g->N, g->Cout, 0, g->Cout, Pout, true};
@@ -391,10 +409,12 @@ static em_status SFX(convt_backward)(const conv_geom *g, const T *x, const T *w,
   if (dx) memset(dx, 0, sizeof(T) * (size_t)(g->N * g->Cin * Pin));
   if ((!dx && !dw) || Kc == 0 || Cg == 0) return EM_OK;
   const int64_t nb_max = SFX(chunk_images)(g->N, Kc + g->Cin, Pin);
-  T *col = malloc(sizeof(T) * (size_t)(Kc * nb_max * Pin + 1));
-  T *xt = malloc(sizeof(T) * (size_t)(g->Cin * nb_max * Pin + 1));
+  const size_t ncol = sizeof(T) * (size_t)(Kc * nb_max * Pin + 1);
+  const size_t nxt = sizeof(T) * (size_t)(g->Cin * nb_max * Pin + 1);
+  T *col = conv_ws_alloc(ncol), *xt = conv_ws_alloc(nxt);
   if (!col || !xt) {
-    free(col), free(xt);
+    if (col) conv_ws_free(col, ncol);
+    if (xt) conv_ws_free(xt, nxt);
     return em__set_error(EM_ERR_NOMEM,
                          "conv_transpose2d backward: out of memory for the column buffer");
   }
@@ -414,7 +434,7 @@ static em_status SFX(convt_backward)(const conv_geom *g, const T *x, const T *w,
     }
     if (dx) SFX(to_nc)(xt, nb, g->Cin, 0, g->Cin, Pin, NULL, false, dx + n0 * g->Cin * Pin);
   }
-  free(col), free(xt);
+  conv_ws_free(col, ncol), conv_ws_free(xt, nxt);
   return EM_OK;
 }
 

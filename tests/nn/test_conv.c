@@ -343,6 +343,42 @@ EM_TEST(conv_zero_sizes) {
       em_tensor_release(b0);
 }
 
+/* An expanded input (batch stride 0) and a step-sliced weight: the result
+ * and the gradients (summed over the expanded batch) against the reference. */
+EM_TEST(conv2d_expanded_and_sliced_inputs) {
+  geo q = {3, 2, 5, 4, 3, 3, 2, 1, 1, 1, 0, 1, 1, 1, 0, 0, true};
+  em_tensor *x1 = RND(EM_FLOAT64, 0, 1, 2, 5, 4);
+  em_tensor_set_requires_grad(x1, true);
+  em_tensor *x = em_tensor_expand(x1, EM_DIMS(3, 2, 5, 4));
+  em_tensor *wb = RND(EM_FLOAT64, 0, 6, 2, 3, 2);
+  em_tensor_set_requires_grad(wb, true);
+  em_tensor *w = em_tensor_slice(wb, 0, 0, 6, 2); /* rows 0, 2, 4 */
+  em_tensor *b = RND(EM_FLOAT64, 0, 3);
+  ASSERT_TRUE(x->strides[0] == 0 && !em_tensor_is_contiguous(w));
+  em_conv_options o = opts_of(&q, K_CONV2D);
+  em_tensor *y = em_nn_f_conv2d(x, w, b, &o);
+  ASSERT_SHAPE(y, 3, 3, 5, 3);
+  em_tensor *go = RND(EM_FLOAT64, 0, 3, 3, 5, 3);
+  double *xv = vals(x), *wv = vals(w), *gov = vals(go);
+  double yr[135] = {0}, dxr[120] = {0}, dwr[36] = {0}, dbr[3] = {0};
+  ref_conv(&q, xv, wv, NULL, gov, yr, dxr, dwr, dbr);
+  for (int i = 0; i < 135; i++) yr[i] += em_test_get(b, (i / 15) % 3);
+  free(xv), free(wv), free(gov);
+  ASSERT_TENSOR_CLOSE(y, yr, 1e-12, 1e-12);
+  ASSERT_OK(em_backward(y, go, false));
+  em_tensor *gx = em_tensor_grad(x1), *gwb = em_tensor_grad(wb);
+  double dx1[40];
+  for (int i = 0; i < 40; i++) dx1[i] = dxr[i] + dxr[40 + i] + dxr[80 + i];
+  ASSERT_TENSOR_CLOSE(gx, dx1, 1e-12, 1e-12);
+  /* wb's gradient: dw in rows 0, 2, 4 and zeros in between */
+  double dwb[72] = {0};
+  for (int r = 0; r < 3; r++) memcpy(dwb + 2 * r * 12, dwr + r * 12, sizeof(double) * 12);
+  ASSERT_TENSOR_CLOSE(gwb, dwb, 1e-12, 1e-12);
+  em_tensor_release(gx), em_tensor_release(gwb), em_tensor_release(y), em_tensor_release(go);
+  em_tensor_release(x1), em_tensor_release(x), em_tensor_release(wb), em_tensor_release(w),
+      em_tensor_release(b);
+}
+
 /* ---- gradcheck ----------------------------------------------------------------------- */
 
 typedef struct gc_case {
@@ -433,6 +469,9 @@ EM_TEST(conv_errors) {
   em_tensor *xl = em_tensor_zeros(EM_DIMS(2, 3, 5, 5), EM_INT64);
   em_conv_options o = {0};
   ASSERT_NULL_ERR(em_nn_f_conv2d(NULL, w4, NULL, NULL), EM_ERR_INVALID, "conv2d: input and weight");
+  em_tensor *x0 = em_tensor_scalar(em_scalar_float(1), EM_FLOAT32);
+  ASSERT_NULL_ERR(em_nn_f_conv2d(x0, w4, NULL, NULL), EM_ERR_SHAPE, "but got input of size: []");
+  em_tensor_release(x0);
   ASSERT_NULL_ERR(em_nn_f_conv2d(x2, w4, NULL, NULL), EM_ERR_SHAPE,
                   "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: [5, 5]");
   ASSERT_NULL_ERR(em_nn_f_conv2d(x5, w4, NULL, NULL), EM_ERR_SHAPE,

@@ -357,6 +357,13 @@ EM_TEST(norm_errors) {
                   "batch_norm: input must not be NULL");
   ASSERT_NULL_ERR(em_nn_f_batch_norm(x1, NULL, NULL, NULL, NULL, true, 0.1, 1e-5), EM_ERR_SHAPE,
                   "expected an input of at least 2 dims");
+  em_tensor *x0 = em_tensor_scalar(em_scalar_float(1), EM_FLOAT32);
+  ASSERT_NULL_ERR(em_nn_f_batch_norm(x0, NULL, NULL, NULL, NULL, true, 0.1, 1e-5), EM_ERR_SHAPE,
+                  "but got input of size []");
+  ASSERT_NULL_ERR(em_nn_f_layer_norm(x0, EM_DIMS(1), NULL, NULL, 1e-5), EM_ERR_SHAPE,
+                  "Given normalized_shape=[1], expected input with shape [*, 1], but got input of size[]");
+  ASSERT_NULL_ERR(em_nn_f_group_norm(x0, 1, NULL, NULL, 1e-5), EM_ERR_SHAPE, "at least 2 dims");
+  em_tensor_release(x0);
   ASSERT_NULL_ERR(em_nn_f_batch_norm(x, c4, c3, NULL, NULL, true, 0.1, 1e-5), EM_ERR_SHAPE,
                   "running_mean should contain 3 elements not 4");
   ASSERT_NULL_ERR(em_nn_f_batch_norm(x, c3, c4, NULL, NULL, true, 0.1, 1e-5), EM_ERR_SHAPE,

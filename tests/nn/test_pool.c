@@ -385,6 +385,10 @@ EM_TEST(pool_errors) {
   em_pool_options o = {.kernel = {2, 2}};
   ASSERT_NULL_ERR(em_nn_f_max_pool2d(NULL, &o), EM_ERR_INVALID, "max_pool2d: input must not be NULL");
   ASSERT_NULL_ERR(em_nn_f_max_pool2d(x, NULL), EM_ERR_INVALID, "options must not be NULL");
+  em_tensor *x0 = em_tensor_scalar(em_scalar_float(1), EM_FLOAT32);
+  ASSERT_NULL_ERR(em_nn_f_max_pool2d(x0, &o), EM_ERR_SHAPE, "tensor expected for input");
+  ASSERT_NULL_ERR(em_nn_f_adaptive_avg_pool2d(x0, 1, 1), EM_ERR_SHAPE, "Expected 3D or 4D tensor, but got []");
+  em_tensor_release(x0);
   ASSERT_NULL_ERR(em_nn_f_max_pool2d(x2, &o), EM_ERR_SHAPE,
                   "max_pool2d: non-empty 3D or 4D (batch mode) tensor expected for input");
   ASSERT_NULL_ERR(em_nn_f_max_pool2d(x5, &o), EM_ERR_SHAPE, "non-empty 3D or 4D");
