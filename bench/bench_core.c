@@ -107,17 +107,23 @@ static void bench_sgemm(cblas_sgemm_fn ref_sgemm, int threads, int64_t n, int re
   memset(c, 0, sizeof(float) * (size_t)(n * n));
   const float *pa = em_tensor_data(a), *pb = em_tensor_data(b);
   double te[REPS_MAX], tr[REPS_MAX];
-  /* warm up both, then alternate so that drift hits both sides alike */
+  /* warm up both, then alternate (and swap which goes first) so that drift
+   * and cache state hit both sides alike */
   for (int r = -1; r < reps; r++) {
-    double t0 = now();
-    em_tensor *o = em_tensor_mm(a, b);
-    if (!o) fail("mm");
-    em_tensor_release(o);
-    double t1 = now();
-    ref_sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)n, (int)n, (int)n, 1.0f, pa, (int)n, pb, (int)n,
-              0.0f, c, (int)n);
-    double t2 = now();
-    if (r >= 0) te[r] = t1 - t0, tr[r] = t2 - t1;
+    for (int side = 0; side < 2; side++) {
+      bool ember = (side == 0) == (r % 2 == 0);
+      double t0 = now();
+      if (ember) {
+        em_tensor *o = em_tensor_mm(a, b);
+        if (!o) fail("mm");
+        em_tensor_release(o);
+      } else {
+        ref_sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)n, (int)n, (int)n, 1.0f, pa, (int)n, pb,
+                  (int)n, 0.0f, c, (int)n);
+      }
+      double t = now() - t0;
+      if (r >= 0) *(ember ? &te[r] : &tr[r]) = t;
+    }
   }
   double flop = 2.0 * (double)n * (double)n * (double)n;
   char name[64];

@@ -461,7 +461,8 @@ static em_status parse_rdzv_conf(tr_options *o, const char *origin, const char *
 static void normalize(const char *in, char *out, size_t size) {
   while (*in == '-') in++;
   size_t i = 0;
-  for (; in[i] && i + 1 < size; i++) out[i] = in[i] == '_' ? '-' : (char)tolower((unsigned char)in[i]);
+  for (; in[i] && i + 1 < size; i++)
+    out[i] = in[i] == '_' ? '-' : (char)tolower((unsigned char)in[i]);
   out[i] = 0;
 }
 
@@ -785,7 +786,8 @@ em_status tr_options_parse(tr_options *o, int argc, char **argv) {
     o->prog = calloc((size_t)(argc - i + 1), sizeof *o->prog);
     if (!o->prog) return em_set_error(EM_ERR_NOMEM, "out of memory");
     for (; i < argc; i++) {
-      if (!(o->prog[o->nprog] = strdup(argv[i]))) return em_set_error(EM_ERR_NOMEM, "out of memory");
+      if (!(o->prog[o->nprog] = strdup(argv[i])))
+        return em_set_error(EM_ERR_NOMEM, "out of memory");
       o->nprog++;
     }
   }

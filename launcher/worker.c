@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,13 +233,30 @@ static void child_fail(const char *what, const char *path, int err) {
 
 pid_t tr_spawn_worker(const tr_spawn *sp) {
   save_sigpipe();
+  /* All signals blocked across the fork: a signal that reached the child
+   * before exec would run libuv's handler there, which writes into the
+   * parent's signal pipe — trainrun would "receive" a signal nobody sent,
+   * and the child would not die of it. The child resets the handlers to
+   * the default first, then unblocks. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
-    em_set_error(EM_ERR_INTERNAL, "fork failed: %s", strerror(errno));
+    int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    em_set_error(EM_ERR_INTERNAL, "fork failed: %s", strerror(err));
     return -1;
   }
   if (pid == 0) {
+    for (int sig = 1; sig < NSIG; sig++) {
+      struct sigaction sa;
+      if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0) continue;
+      if (sig == SIGPIPE) sigaction(SIGPIPE, &g_sigpipe_orig, NULL);
+      else if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN) signal(sig, SIG_DFL);
+      /* SIG_IGN stays, as for any program started under nohup */
+    }
     setpgid(0, 0);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail("prctl", sp->cmd->path, errno);
     if (getppid() != parent) _exit(137); /* trainrun died before the prctl */
@@ -246,14 +264,14 @@ pid_t tr_spawn_worker(const tr_spawn *sp) {
     if (nul < 0) child_fail("/dev/null", sp->cmd->path, errno);
     if (dup2(nul, 0) < 0 || dup2(sp->out_fd, 1) < 0 || dup2(sp->err_fd, 2) < 0)
       child_fail("dup2", sp->cmd->path, errno);
-    sigaction(SIGPIPE, &g_sigpipe_orig, NULL);
+    close_range(3, ~0u, 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    close_range(3, ~0u, 0);
     execve(sp->cmd->path, sp->cmd->argv, sp->envp);
     child_fail("exec", sp->cmd->path, errno);
   }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   /* also here, so the group exists before anyone signals it */
   setpgid(pid, pid);
   return pid;

@@ -12,6 +12,7 @@ PACKAGES=(
   openmpi-bin libopenmpi-dev
   dataset-fashion-mnist
   iproute2 procps psmisc
+  slurmctld slurmd slurm-client munge
   "$@"
 )
 

@@ -72,13 +72,18 @@ finish() {
 }
 
 # wait_ready FILE N : until FILE has N "ready" lines (10 s at most)
+count_ready() {
+  local n
+  n=$(grep -c ready "$1" 2>/dev/null)
+  echo "${n:-0}"
+}
 wait_ready() {
   local i=0
-  while [ "$(grep -c ready "$1" 2>/dev/null)" -lt "$2" ] && [ $i -lt 200 ]; do
+  while [ "$(count_ready "$1")" -lt "$2" ] && [ $i -lt 200 ]; do
     sleep 0.05
     i=$((i + 1))
   done
-  [ "$(grep -c ready "$1" 2>/dev/null)" -ge "$2" ]
+  [ "$(count_ready "$1")" -ge "$2" ]
 }
 
 # none_left MARKER : no process mentions MARKER (3 s at most)
@@ -192,6 +197,14 @@ else
   show "$tmp"/n0.* "$tmp"/n1.*
 fi
 finish $p0 1 >/dev/null
+
+echo "== node rank 0 on a host that is not the rendezvous host is an error"
+start n1 "$ns2" "${COMMON[@]}" --node-rank 0 "$WORKER" ok
+p1=$last
+finish $p1 20; rc1=$?
+[ $rc1 -eq 1 ] || fail "a second node rank 0 exited with $rc1 (want 1)"
+grep -q "this is node rank 0, which hosts the rendezvous, but the rendezvous host '10.77.0.1' is not an address of this machine" "$tmp/n1.err" ||
+  { fail "no message for a misplaced node rank 0"; show "$tmp/n1.err"; }
 
 echo "== a rendezvous that cannot complete names who is missing"
 start n0 "$ns1" "${COMMON[@]}" --node-rank 0 --rdzv-timeout 1 "$WORKER" ok

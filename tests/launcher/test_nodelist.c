@@ -66,7 +66,8 @@ EM_TEST(several_groups_and_entries) {
   CHECK("node[1-2],login,gpu[10-11]", "node1 node2 login gpu10 gpu11");
   /* two bracket groups in one name: the product, leftmost outermost */
   CHECK("r[1-2]n[1-2]", "r1n1 r1n2 r2n1 r2n2");
-  CHECK("rack[1-2]-node[01-02].ib", "rack1-node01.ib rack1-node02.ib rack2-node01.ib rack2-node02.ib");
+  CHECK("rack[1-2]-node[01-02].ib",
+        "rack1-node01.ib rack1-node02.ib rack2-node01.ib rack2-node02.ib");
 }
 
 EM_TEST(prefixes_with_digits) {
