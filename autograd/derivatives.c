@@ -819,12 +819,32 @@ BW(cumprod) { return products_bw(n, go, gi, true); }
 
 /* ---- linear algebra ------------------------------------------------------------------------------ */
 
+/* A matrix stored column-major (a transposed view of a contiguous one). */
+static bool col_major(const em_tensor *t) {
+  return t->ndim == 2 && t->strides[0] == 1 && (t->shape[1] <= 1 || t->strides[1] == t->shape[0]) &&
+         t->shape[0] > 1;
+}
+
+/* x @ y as a new reference, computed so the result has the layout of
+ * like: for a column-major like, (y^T @ x^T)^T. Gradients then arrive in
+ * their input's own layout (a Linear weight used as w^T gets a contiguous
+ * gradient), as PyTorch's mm backward does, sparing a transposing copy. */
+static em_tensor *mm_as(em_tensor *x, em_tensor *y, const em_tensor *like) {
+  if (!col_major(like)) return em_tensor_mm(x, y);
+  em_tensor *yt = em_tensor_t(y), *xt = em_tensor_t(x);
+  em_tensor *r = yt && xt ? em_tensor_mm(yt, xt) : NULL;
+  em_tensor *out = r ? em_tensor_t(r) : NULL;
+  em_tensor_release(yt), em_tensor_release(xt), em_tensor_release(r);
+  return out;
+}
+
 BW(mm) {
   SCOPE;
   em_tensor *g = go[0];
   if (!g) goto ok;
-  if (NEED(0)) SET(0, em_tensor_mm(g, K(em_tensor_t(IN(1)))));
-  if (NEED(1)) SET(1, em_tensor_mm(K(em_tensor_t(IN(0))), g));
+  em_tensor *a = IN(0), *b = IN(1);
+  if (NEED(0)) SET(0, mm_as(g, K(em_tensor_t(b)), a));
+  if (NEED(1)) SET(1, mm_as(K(em_tensor_t(a)), g, b));
 ok:
   DONE;
 }
@@ -867,8 +887,9 @@ BW(addmm) {
   double beta = n->attrs.f[0], alpha = n->attrs.f[1];
   if (NEED(0)) SET(0, TO_IN(0, beta == 1 ? g : K(mul_s(g, beta))));
   em_tensor *ga = alpha == 1 ? g : K(mul_s(g, alpha));
-  if (NEED(1)) SET(1, em_tensor_mm(ga, K(em_tensor_t(IN(2)))));
-  if (NEED(2)) SET(2, em_tensor_mm(K(em_tensor_t(IN(1))), ga));
+  em_tensor *m1 = IN(1), *m2 = IN(2);
+  if (NEED(1)) SET(1, mm_as(ga, K(em_tensor_t(m2)), m1));
+  if (NEED(2)) SET(2, mm_as(K(em_tensor_t(m1)), ga, m2));
 ok:
   DONE;
 }

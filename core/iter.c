@@ -89,8 +89,53 @@ static void run_part(void *ctx, int64_t b, int64_t e) {
   em__iter_run_range(r->it, r->fn, r->a, b, e);
 }
 
+/* Two operands where the output walks dim 0 densely but the input walks
+ * dim 1 densely (a transposing copy, e.g. contiguous() of a transposed
+ * matrix): row-by-row iteration would stride through the input and miss
+ * the cache on every element, so iterate in tiles whose input cache lines
+ * stay resident. */
+#define TILE 64
+
+static bool transposing(const em_iter *it) {
+  if (it->nops != 2 || it->ndim != 2 || it->shape[0] < 16 || it->shape[1] < 16) return false;
+  int64_t si0 = it->strides[0][1], si1 = it->strides[1][1];
+  return it->strides[0][0] != 0 && si1 != 0 && llabs(si1) < llabs(si0);
+}
+
+typedef struct tile_ctx {
+  const em_iter *it;
+  em_loop_fn fn;
+  const em_op_attrs *a;
+} tile_ctx;
+
+/* Tiles of dim-1 blocks [b, e) (in units of TILE rows). */
+static void run_tiles(void *ctx, int64_t b, int64_t e) {
+  tile_ctx *c = ctx;
+  const em_iter *it = c->it;
+  int64_t n0 = it->shape[0], n1 = it->shape[1];
+  for (int64_t ib = b; ib < e; ib++) {
+    int64_t i0 = ib * TILE, i1 = i0 + TILE < n1 ? i0 + TILE : n1;
+    for (int64_t j0 = 0; j0 < n0; j0 += TILE) {
+      int64_t len = n0 - j0 < TILE ? n0 - j0 : TILE;
+      for (int64_t i = i0; i < i1; i++) {
+        char *ptr[2] = {it->data[0] + j0 * it->strides[0][0] + i * it->strides[1][0],
+                        it->data[1] + j0 * it->strides[0][1] + i * it->strides[1][1]};
+        c->fn(ptr, it->strides[0], len, c->a);
+      }
+    }
+  }
+}
+
 void em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_t grain) {
   if (it->numel == 0) return;
+  if (transposing(it)) {
+    tile_ctx c = {it, fn, a};
+    int64_t blocks = (it->shape[1] + TILE - 1) / TILE;
+    if (grain <= 0) grain = EM_GRAIN_CHEAP;
+    int64_t per = (grain + TILE * it->shape[0] - 1) / (TILE * it->shape[0]);
+    em__parallel_for(blocks, per < 1 ? 1 : per, run_tiles, &c);
+    return;
+  }
   if (grain <= 0) grain = EM_GRAIN_CHEAP;
   if (it->numel <= grain) {
     em__iter_run_range(it, fn, a, 0, it->numel);

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Allreduce latency and bus bandwidth, side by side from one run: ember's
+# backends (bench_allreduce), torch.distributed gloo (bench_gloo.py, PyTorch
+# 1.13) and MPI_Allreduce over Open MPI's TCP and shared-memory transports
+# (bench_mpi_allreduce.c, compiled here with mpicc: the CMake build never
+# needs MPI).
+#
+#   bench/bench_allreduce.sh [-B build-dir] [-b ember-backends] [-n ranks] [-s bytes,...] [-t seconds]
+#
+# Defaults: -B build, -b tcp (add shm,auto once they are registered),
+# -n 2,4, -s 4096,65536,1048576,16777216,67108864, -t 0.15 (seconds per
+# repetition; each number is the median of 5). A reference that cannot run
+# (no PyTorch, no mpicc) is left out with a note. Prints the RESULT lines,
+# then a table with the ratios of each ember backend to gloo and to MPI
+# (TCP for tcp, shared memory for shm/auto), bandwidth ratios and latency
+# ratios (the reference's time / ember's: > 1 means ember is faster).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+build="$root/build"
+backends=tcp
+ranks=2,4
+sizes=4096,65536,1048576,16777216,67108864
+secs=0.15
+while getopts "B:b:n:s:t:h" opt; do
+  case $opt in
+    B) build=$OPTARG ;;
+    b) backends=$OPTARG ;;
+    n) ranks=$OPTARG ;;
+    s) sizes=$OPTARG ;;
+    t) secs=$OPTARG ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
+  esac
+done
+sizes_sp=${sizes//,/ }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+out="$tmp/results"
+: > "$out"
+
+if [ -x "$build/bench/bench_allreduce" ]; then
+  "$build/bench/bench_allreduce" -k -b "$backends" -n "$ranks" -s "$sizes" -t "$secs" | tee -a "$out"
+else
+  echo "note: $build/bench/bench_allreduce not built; ember left out" >&2
+fi
+
+for w in ${ranks//,/ }; do
+  /usr/bin/python3 "$here/bench_gloo.py" "$w" "$secs" $sizes_sp | tee -a "$out" ||
+    echo "note: gloo at $w ranks did not run" >&2
+done
+
+if command -v mpicc >/dev/null && command -v mpirun >/dev/null &&
+   mpicc -O2 -o "$tmp/bench_mpi" "$here/bench_mpi_allreduce.c" 2>"$tmp/mpicc.log"; then
+  mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca pml ob1)
+  for w in ${ranks//,/ }; do
+    "${mpi[@]}" -np "$w" --mca btl self,tcp --mca btl_tcp_if_include lo \
+      "$tmp/bench_mpi" mpi-tcp "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
+      { echo "note: MPI over TCP at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
+    "${mpi[@]}" -np "$w" --mca btl self,vader \
+      "$tmp/bench_mpi" mpi-shm "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
+      { echo "note: MPI over shared memory at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
+  done
+else
+  echo "note: mpicc/mpirun unavailable; MPI left out" >&2
+fi
+
+/usr/bin/python3 - "$out" <<'EOF'
+import sys
+rows = {}
+impls = []
+for line in open(sys.argv[1]):
+    p = line.split()
+    if len(p) != 6 or p[0] != "RESULT":
+        continue
+    impl, w, b, sec, bw = p[1], int(p[2]), int(p[3]), float(p[4]), float(p[5])
+    if impl not in impls:
+        impls.append(impl)
+    rows.setdefault((w, b), {})[impl] = (sec, bw)
+if not rows:
+    print("no results"); sys.exit(1)
+def size(b):
+    for u, s in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= s and b % s == 0:
+            return f"{b // s} {u}"
+    return f"{b} B"
+def lat(sec):
+    return f"{sec * 1e6:9.1f}" if sec < 0.01 else f"{sec * 1e3:7.2f}ms"
+print()
+print("allreduce float32 sum: time per op / bus bandwidth GB/s (2(n-1)/n * bytes / time)")
+hdr = f"{'ranks':>5} {'size':>8} |" + "|".join(f" {i:^22} " for i in impls)
+print(hdr)
+print("-" * len(hdr))
+for (w, b) in sorted(rows):
+    r = rows[(w, b)]
+    cells = []
+    for i in impls:
+        cells.append(f" {lat(r[i][0]):>11} {r[i][1]:8.3f}  " if i in r else f" {'-':^22} ")
+    print(f"{w:>5} {size(b):>8} |" + "|".join(cells))
+ember = [i for i in impls if i.startswith("ember-")]
+refs = {"gloo": "gloo"}
+print()
+print("ratios (ember / reference): bandwidth x, latency x (reference time / ember time)")
+for e in ember:
+    mref = "mpi-tcp" if e == "ember-tcp" else "mpi-shm"
+    print(f"  {e}: vs gloo and vs {mref}")
+    for (w, b) in sorted(rows):
+        r = rows[(w, b)]
+        if e not in r:
+            continue
+        parts = []
+        for ref in ("gloo", mref):
+            if ref in r:
+                parts.append(f"{ref}: bw {r[e][1] / r[ref][1]:6.2f}x  time {r[ref][0] / r[e][0]:6.2f}x")
+        print(f"    {w} ranks {size(b):>8}: " + "   ".join(parts))
+EOF
