@@ -338,7 +338,20 @@ UNARY_BW(sigmoid, SET(0, em_tensor_mul(g, K(em_tensor_mul(OUT_(0), K(em_tensor_r
 /* erf: 2/sqrt(pi) exp(-x^2) */
 UNARY_BW(erf, SET(0, em_tensor_mul(g, K(mul_s(K(em_tensor_exp(K(em_tensor_neg(K(em_tensor_square(IN(0))))))),
                                                M_2_SQRTPI)))))
-UNARY_BW(relu, SET(0, em_tensor_mul(g, K(em_tensor_gt_scalar(OUT_(0), em_scalar_int(0))))))
+/* relu: one fused pass (g where y > 0) for floats; integer relu has no
+ * gradient to speak of but keeps the composed form. */
+static em_tensor *relu_grad(em_tensor *g, em_tensor *y) {
+  if (g->dtype == y->dtype && em_dtype_is_float((em_dtype)g->dtype)) {
+    em_tensor *in[2] = {g, y};
+    return em__elementwise(EM_OP_RELU_BACKWARD, (em_dtype)g->dtype, (em_dtype)g->dtype, 2, in, NULL,
+                           NULL, EM_GRAIN_CHEAP);
+  }
+  em_tensor *m = em_tensor_gt_scalar(y, em_scalar_int(0));
+  em_tensor *r = m ? em_tensor_mul(g, m) : NULL;
+  em_tensor_release(m);
+  return r;
+}
+UNARY_BW(relu, SET(0, relu_grad(g, OUT_(0))))
 /* silu: s (1 + x (1 - s)) with s = sigmoid(x) */
 UNARY_BW(silu, {
   em_tensor *x = IN(0);

@@ -74,7 +74,9 @@ em_status em__check_shape(const char *op, int ndim, const int64_t *shape, int64_
 #define EM_OPS_UNARY_EXTRA(X)                                                        \
   X(ISNAN) X(ISINF) X(ISFINITE) X(LEAKY_RELU) X(GELU) X(GELU_TANH) X(SOFTPLUS) X(ELU) \
   X(HARDTANH) X(CLAMP) X(POW_SCALAR) X(RPOW_SCALAR)
-#define EM_OPS_BINARY_EXTRA(X) X(EQ) X(NE) X(LT) X(LE) X(GT) X(GE)
+/* RELU_BACKWARD (internal, for autograd): out = y > 0 ? g : 0 with
+ * operands (g, y) — ReLU's gradient in one pass. */
+#define EM_OPS_BINARY_EXTRA(X) X(EQ) X(NE) X(LT) X(LE) X(GT) X(GE) X(RELU_BACKWARD)
 #define EM_OPS_TERNARY(X) X(WHERE) X(LERP) X(ADDCMUL) X(ADDCDIV)
 #define EM_OPS_REDUCE(X)                                                           \
   X(SUM) X(MEAN) X(PROD) X(AMAX) X(AMIN) X(ALL) X(ANY) X(VAR) X(STD) X(LOGSUMEXP)   \

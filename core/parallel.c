@@ -14,7 +14,10 @@
 
 #include "core/core_impl.h"
 
-#define SPIN_ITERS 20000 /* ~tens of microseconds of polling before sleeping */
+/* Polling before sleeping: long enough to catch back-to-back kernels,
+ * short enough not to fight OpenBLAS's threads (which spin themselves)
+ * when a GEMM follows a parallel region (~20-50 us). */
+#define SPIN_ITERS 1000
 
 typedef struct job {
   em_range_fn fn;

@@ -202,6 +202,9 @@ L_BOOL(DEF_B, bitwise_xor, NOPRE, x ^ y)
 /* ---- comparisons (bool out, computed in the key dtype) ------------------------------ */
 
 L_ALL(DEF_BB, eq, NOPRE, x == y)
+/* ReLU's gradient: x is the incoming gradient, y the forward output. */
+L_FLOAT(DEF_B, relu_backward, NOPRE, y > 0 ? x : (CC)0)
+
 L_ALL(DEF_BB, ne, NOPRE, x != y)
 L_ALL(DEF_BB, lt, NOPRE, x < y)
 L_ALL(DEF_BB, le, NOPRE, x <= y)
@@ -233,6 +236,7 @@ void em__cpu_register_binary(void) {
   R(L_BOOL, bitwise_and, EM_OP_BINARY_bitwise_and)
   R(L_BOOL, bitwise_or, EM_OP_BINARY_bitwise_or)
   R(L_BOOL, bitwise_xor, EM_OP_BINARY_bitwise_xor)
+  R(L_FLOAT, relu_backward, EM_OP_RELU_BACKWARD)
   R(L_ALL, eq, EM_OP_EQ)
   R(L_ALL, ne, EM_OP_NE)
   R(L_ALL, lt, EM_OP_LT)
