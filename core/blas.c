@@ -179,6 +179,11 @@ static bool load_any(void) {
 
 static void blas_init(void) {
   const char *user = getenv("OPENBLAS_CORETYPE");
+  /* set but empty: OpenBLAS would quietly pick something; treat as unset */
+  if (user && !*user) {
+    unsetenv("OPENBLAS_CORETYPE");
+    user = NULL;
+  }
   const char *chosen = NULL;
   if (!user || !*user) {
     if (cpu_avx512()) chosen = cpu_avx512_bf16() ? "Cooperlake" : "SkylakeX";
