@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job. Until the training example lands: a demo of the tensor library.
+# The main job: trains the Fashion-MNIST CNN (installs what it needs, builds
+# as needed). Arguments go to the trainer (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
-exec build/examples/tensor_demo "$@"
+exec build/examples/train_fashion_mnist "$@"
