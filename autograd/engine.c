@@ -77,27 +77,39 @@ static void free_meta(struct em_ag_meta *m) {
 
 /* ---- nodes ------------------------------------------------------------------------ */
 
+/* One zeroed allocation holds the node and all its arrays (nodes are made
+ * for every recorded op: their cost is on every training step's path). */
+static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
+
 static em_ag_node *node_alloc(em_ag_node_type type, int nin, int nout, int nsaved) {
-  em_ag_node *n = calloc(1, sizeof *n);
-  if (!n) return EM_FAIL(EM_ERR_NOMEM, "autograd: out of memory");
+  size_t sz = align8(sizeof(em_ag_node));
+  size_t o_next = sz;
+  sz += align8(sizeof(em_ag_edge) * (size_t)nin);
+  size_t o_in = sz;
+  sz += align8(sizeof(em_ag_tmeta) * (size_t)nin);
+  size_t o_out = sz;
+  sz += align8(sizeof(em_ag_tmeta) * (size_t)nout);
+  size_t o_ret = sz;
+  sz += align8(sizeof(struct em_ag_meta *) * (size_t)nout);
+  size_t o_diff = sz;
+  sz += align8(sizeof(bool) * (size_t)nout);
+  size_t o_saved = sz;
+  sz += align8(sizeof(em_ag_saved) * (size_t)nsaved);
+  char *block = calloc(1, sz);
+  if (!block) return EM_FAIL(EM_ERR_NOMEM, "autograd: out of memory");
+  em_ag_node *n = (em_ag_node *)block;
   atomic_init(&n->refcount, 1);
   n->type = type;
   n->seq = atomic_fetch_add(&next_seq, 1);
   n->nin = nin;
   n->nout = nout;
   n->nsaved = nsaved;
-  n->next = calloc((size_t)nin + 1, sizeof *n->next);
-  n->in_meta = calloc((size_t)nin + 1, sizeof *n->in_meta);
-  n->out_meta = calloc((size_t)nout + 1, sizeof *n->out_meta);
-  n->retain = calloc((size_t)nout + 1, sizeof *n->retain);
-  n->out_differentiable = calloc((size_t)nout + 1, sizeof *n->out_differentiable);
-  n->saved = calloc((size_t)nsaved + 1, sizeof *n->saved);
-  if (!n->next || !n->in_meta || !n->out_meta || !n->retain || !n->out_differentiable ||
-      !n->saved) {
-    free(n->next), free(n->in_meta), free(n->out_meta), free(n->retain);
-    free(n->out_differentiable), free(n->saved), free(n);
-    return EM_FAIL(EM_ERR_NOMEM, "autograd: out of memory");
-  }
+  n->next = (em_ag_edge *)(block + o_next);
+  n->in_meta = (em_ag_tmeta *)(block + o_in);
+  n->out_meta = (em_ag_tmeta *)(block + o_out);
+  n->retain = (struct em_ag_meta **)(block + o_ret);
+  n->out_differentiable = (bool *)(block + o_diff);
+  n->saved = (em_ag_saved *)(block + o_saved);
   return n;
 }
 
@@ -157,9 +169,8 @@ void em__ag_node_release(em_ag_node *n) {
     release_saved(n->saved, n->nsaved);
     ctx_free(n->ctx);
     hooks_free(n->pre_hooks);
-    free(n->next), free(n->in_meta), free(n->out_meta), free(n->retain);
-    free(n->out_differentiable), free(n->saved), free(n->buffer);
-    free(n);
+    free(n->buffer);
+    free(n); /* the arrays live in the same block */
   }
   if (stack != stack_buf) free(stack);
 }
