@@ -13,7 +13,9 @@
  * equal the rank sum).
  *
  * Output: one line per measurement,
- *   RESULT <impl> <ranks> <bytes> <seconds per op> <bus GB/s>
+ *   RESULT <impl> <ranks> <bytes> <seconds per op> <bus GB/s> <rank 0's CPU seconds per op>
+ * (CPU time, user + system over all of rank 0's threads, says how much
+ * work an op costs whatever else runs on the machine.)
  * (bench/bench_allreduce.sh merges these with gloo's and MPI's into one
  * table). -k keeps going after a failing backend. */
 #define _GNU_SOURCE
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +35,14 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds (user + system, every thread) this process has used. */
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -109,7 +120,7 @@ static int rank_main(int rank, int world, int port, const char *backend, const l
     long iters = (long)(rep_s / (per > 1e-9 ? per : 1e-9));
     if (iters < 3) iters = 3;
     if (iters > 200000) iters = 200000;
-    double reps[5];
+    double reps[5], cpu0 = cpu_s();
     for (int r = 0; r < 5 && !rc; r++) {
       rc = barrier(pg);
       double a = now_s();
@@ -117,12 +128,13 @@ static int rank_main(int rank, int world, int port, const char *backend, const l
         rc = wait_ok(em_pg_allreduce(pg, t, EM_REDUCE_SUM, NULL));
       reps[r] = (now_s() - a) / (double)iters;
     }
+    double cpu = (cpu_s() - cpu0) / (5.0 * (double)iters);
     if (rc && rc != 4) fprintf(stderr, "rank %d: %s\n", rank, em_last_error());
     if (!rc && rank == 0) {
       qsort(reps, 5, sizeof reps[0], cmp_d);
       double sec = reps[2];
       double bus = 2.0 * (world - 1) / world * (double)sizes[k] / sec / 1e9;
-      printf("RESULT ember-%s %d %lld %.9f %.4f\n", backend, world, sizes[k], sec, bus);
+      printf("RESULT ember-%s %d %lld %.9f %.4f %.9f\n", backend, world, sizes[k], sec, bus, cpu);
       fflush(stdout);
     }
     em_tensor_release(t);

@@ -6,10 +6,11 @@ Spawns RANKS processes (gloo over 127.0.0.1, a tcp:// rendezvous) and
 times dist.all_reduce on float32 SUM with the method of bench_allreduce.c:
 calibration agreed by every rank (MAX), median of 5 repetitions of
 back-to-back calls each started by a barrier, rank 0's clock. Prints
-    RESULT gloo <ranks> <bytes> <seconds per op> <bus GB/s>
+    RESULT gloo <ranks> <bytes> <seconds per op> <bus GB/s> <rank 0's CPU s per op>
 Needs PyTorch (Debian's python3-torch 1.13 here); exits 77 without it.
 """
 import os
+import resource
 import socket
 import sys
 import time
@@ -52,17 +53,21 @@ def rank_main(rank, world, port, rep_s, sizes):
             batch *= 2
         iters = max(3, min(200000, int(rep_s / max(per, 1e-9))))
         reps = []
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = ru.ru_utime + ru.ru_stime
         for _ in range(5):
             dist.barrier()
             t0 = time.perf_counter()
             for _ in range(iters):
                 dist.all_reduce(t)
             reps.append((time.perf_counter() - t0) / iters)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (ru.ru_utime + ru.ru_stime - cpu0) / (5 * iters)
         if rank == 0:
             reps.sort()
             sec = reps[2]
             bus = 2.0 * (world - 1) / world * nbytes / sec / 1e9
-            print(f"RESULT gloo {world} {nbytes} {sec:.9f} {bus:.4f}", flush=True)
+            print(f"RESULT gloo {world} {nbytes} {sec:.9f} {bus:.4f} {cpu:.9f}", flush=True)
     dist.destroy_process_group()
 
 

@@ -96,7 +96,9 @@ typedef struct em_coll {
 typedef struct em_pg_backend_ops {
   const char *name;
   em_status (*run)(void *ctx, em_coll *c);
-  void (*abort)(void *ctx);
+  /* st and reason say why (EM_ERR_TIMEOUT "allreduce #3 timed out after
+   * 100 ms", ...): a backend that can tell its peers passes them on. */
+  void (*abort)(void *ctx, em_status st, const char *reason);
   void (*destroy)(void *ctx);
   /* Devices whose buffers run() accepts (EM_PG_DEV_* bits); 0 means CPU
    * only. The front end refuses other tensors with EM_ERR_DEVICE. */
@@ -158,6 +160,11 @@ em_status em__pg_backend_register(const char *name, em_pg_backend_create_fn fn);
 em_pg_backend_create_fn em__pg_backend_find(const char *name);
 /* Writes the registered names, sorted and comma-separated, into buf. */
 const char *em__pg_backend_names(char *buf, size_t size);
+
+/* Test hook (fault injection): the process SIGKILLs itself once the tcp
+ * backend has written n more bytes to its peers (over all groups); -1
+ * disarms. Lets tests kill a rank at a chosen point of an algorithm. */
+void em__pg_tcp_test_die_after(int64_t n);
 
 em_status em__pg_tcp_create(const em_pg_backend_init *init, void **ctx,
                             const em_pg_backend_ops **ops);

@@ -58,6 +58,9 @@ typedef void (*red_fn)(void *dst, const void *a, const void *b, int64_t n);
 
 #define FSUM(x, y) ((x) + (y))
 #define FPROD(x, y) ((x) * (y))
+/* unsigned product widened to at least unsigned int: uint16 * uint16 would
+ * otherwise promote to int and overflow. */
+#define UPROD(x, y) ((x) * 1u * (y))
 #define FMIN(x, y) (((x) != (x) || (x) < (y)) ? (x) : (y))
 #define FMAX(x, y) (((x) != (x) || (x) > (y)) ? (x) : (y))
 #define IMIN(x, y) ((x) < (y) ? (x) : (y))
@@ -95,7 +98,7 @@ EM_FLOAT_TYPES(DEF_FLOAT)
   }                                                                                       \
   static void red_##ENUM##_prod(void *dst, const void *a, const void *b, int64_t n) {     \
     typedef EM_UNSIGNED_OF(T) U;                                                          \
-    RED_LOOP(T, U, (U), (T), FPROD)                                                       \
+    RED_LOOP(T, U, (U), (T), UPROD)                                                       \
   }                                                                                       \
   static void red_##ENUM##_min(void *dst, const void *a, const void *b, int64_t n)        \
       RED_LOOP(T, C, LD, ST, IMIN)                                                        \

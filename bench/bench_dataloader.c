@@ -1,0 +1,428 @@
+/* Data-loading throughput: samples/s over one epoch of the Fashion-MNIST
+ * training set (60,000 images) with per-sample augmentation — random crop
+ * with padding 4 (pad 28x28 to 36x36 with zeros, take a random 28x28
+ * window), random horizontal flip, conversion to float32 normalised as
+ * (x/255 - mean)/std — batch 64, shuffle, at num_workers 0, 1 and 2, for
+ * ember's DataLoader next to torch.utils.data.DataLoader (PyTorch 1.13,
+ * bench/bench_dataloader_torch.py run with /usr/bin/python3) doing the
+ * same work in the same run. Plus the peak memory of the main process and
+ * its workers.
+ *
+ *   build/bench/bench_dataloader [--epochs N] [--workers 0,1,2] [--root DIR] [--no-torch]
+ *
+ * The ember side is a C map-style dataset whose get callback augments one
+ * sample (drawing its crop offsets and flip from the worker's default
+ * generator, seeded base_seed + worker id by the loader) and returns
+ * (image float32 [1, 28, 28], label int64, index int64); batches are made
+ * by default_collate straight into the workers' shared-memory slots. The
+ * torch side is a Dataset whose __getitem__ does what torchvision's
+ * RandomCrop(28, padding=4), RandomHorizontalFlip(), ConvertImageDtype and
+ * Normalize do on a uint8 tensor.
+ *
+ * Every epoch is checked, on both sides, so the benchmark cannot cheat:
+ * every index 0..59999 arrives exactly once (the index field), the label
+ * field matches the label file; on the ember side the first and last
+ * batch of every epoch are also checked pixel by pixel: each image must be
+ * exactly one of the 162 crop/flip variants of the sample it names, and
+ * the variants must vary.
+ *
+ * Time: median over N epochs (default 2) of the wall time of one epoch,
+ * from creating the iterator (which forks the workers) to the end of the
+ * pass, both sides alike.
+ *
+ * Memory, both sides alike, two figures per configuration:
+ *   peak RSS  sum of VmHWM (peak resident set) from /proc/<pid>/status of
+ *             the main process and of every worker, read at the last batch
+ *             of each epoch (workers still alive); the main process's peak
+ *             is reset before each configuration (echo 5 >
+ *             /proc/self/clear_refs). Pages shared between processes (the
+ *             dataset, inherited copy-on-write by fork; the batch rings;
+ *             a Python interpreter's heap) count once per process that
+ *             maps them, so this sum grows by about the main process's
+ *             size with every worker even when nothing is copied.
+ *   PSS       sum of Pss (/proc/<pid>/smaps_rollup: each shared page
+ *             divided among the processes that map it), sampled every 128
+ *             batches and at the last batch; the largest sum seen. This is
+ *             the physical memory the process tree really uses.
+ * Targets (issue 7): ember >= 5x torch's samples/s at every worker count;
+ * more ember workers never slower than fewer; ember's memory (PSS) not
+ * growing with workers beyond the rings (each worker owns
+ * prefetch_factor + 1 = 3 slots). Rows that miss are marked MISS.
+ *
+ * The machine is shared: the load average is printed with the table. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dataloader/dataloader.h"
+
+#define IMG 28
+#define PAD 4
+#define NPOS (2 * PAD + 1) /* crop offsets 0..8 per axis */
+#define BATCH 64
+#define MEAN 0.2860
+#define STD 0.3530
+#define MAXW 8
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static _Noreturn void die(const char *what) {
+  fprintf(stderr, "bench_dataloader: %s: %s\n", what, em_last_error());
+  exit(1);
+}
+
+/* ---- the dataset -------------------------------------------------------------- */
+
+typedef struct fm {
+  em_tensor *images, *labels; /* uint8 [N, 28, 28], uint8 [N] */
+  const uint8_t *img, *lab;
+  int64_t n;
+  float lut[256]; /* (v/255 - mean)/std */
+} fm;
+
+static int64_t fm_len(void *ctx) { return ((fm *)ctx)->n; }
+
+/* Image i padded by 4 on every side, cropped at (top oy, left ox), flipped
+ * horizontally if flip: out[y][x] = padded[y + oy][(flip ? 27 - x : x) + ox]. */
+static void augment(const fm *d, int64_t i, int ox, int oy, int flip, float *out) {
+  const uint8_t *src = d->img + i * IMG * IMG;
+  const float zero = d->lut[0];
+  for (int y = 0; y < IMG; y++) {
+    float *o = out + y * IMG;
+    int sy = y + oy - PAD;
+    if (sy < 0 || sy >= IMG) {
+      for (int x = 0; x < IMG; x++) o[x] = zero;
+      continue;
+    }
+    const uint8_t *row = src + sy * IMG;
+    for (int x = 0; x < IMG; x++) {
+      int sx = (flip ? IMG - 1 - x : x) + ox - PAD;
+      o[x] = sx >= 0 && sx < IMG ? d->lut[row[sx]] : zero;
+    }
+  }
+}
+
+static em_status fm_get(void *ctx, int64_t i, em_dl_sample *out) {
+  fm *d = ctx;
+  /* One draw from the worker's generator: (left, top, flip). */
+  em_tensor *r = em_tensor_randint(0, NPOS * NPOS * 2, 0, NULL, EM_INT64, NULL);
+  if (!r) return em_last_status();
+  int64_t v = *(const int64_t *)em_tensor_data(r);
+  em_tensor_release(r);
+  em_tensor *x = em_tensor_empty(EM_DIMS(1, IMG, IMG), EM_FLOAT32);
+  if (!x) return em_last_status();
+  augment(d, i, (int)(v % NPOS), (int)(v / NPOS % NPOS), (int)(v / (NPOS * NPOS)),
+          em_tensor_data(x));
+  em_status st = em_dl_sample_push(out, x); /* releases what it cannot take */
+  if (!st) st = em_dl_sample_push(out, em_tensor_scalar(em_scalar_int(d->lab[i]), EM_INT64));
+  if (!st) st = em_dl_sample_push(out, em_tensor_scalar(em_scalar_int(i), EM_INT64));
+  return st; /* em_dl_dataset_get releases the sample on failure */
+}
+
+/* root/name, or root/name.gz when the plain file is missing. */
+static em_tensor *load_idx(const char *root, const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", root, name);
+  if (access(path, R_OK) != 0) snprintf(path, sizeof path, "%s/%s.gz", root, name);
+  em_tensor *t = em_dl_idx_load(path);
+  if (!t) die(path);
+  return t;
+}
+
+/* ---- memory ------------------------------------------------------------------------- */
+
+/* A "Key:   123 kB" field of /proc/<pid>/<file> in kB; 0 if unreadable. */
+static long proc_kb(pid_t pid, const char *file, const char *key) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  long kb = 0;
+  size_t kl = strlen(key);
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, key, kl) && line[kl] == ':') {
+      kb = atol(line + kl + 1);
+      break;
+    }
+  fclose(f);
+  return kb;
+}
+
+static void reset_peak(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (f) {
+    fputs("5", f);
+    fclose(f);
+  }
+}
+
+/* Sum over self and the iterator's workers of VmHWM (hwm) or Pss. */
+static double tree_mb(em_dl_iter *it, bool hwm) {
+  pid_t pids[MAXW + 1];
+  pids[0] = getpid();
+  int n = 1 + em_dl_iter_worker_pids(it, pids + 1, MAXW);
+  long kb = 0;
+  for (int i = 0; i < n; i++)
+    kb += hwm ? proc_kb(pids[i], "status", "VmHWM") : proc_kb(pids[i], "smaps_rollup", "Pss");
+  return kb / 1024.0;
+}
+
+/* ---- checks -------------------------------------------------------------------------- */
+
+static int64_t check_fail;
+
+static void fail(const char *fmt, int64_t a, int64_t b) {
+  if (check_fail++ < 10) {
+    fprintf(stderr, "bench_dataloader: CHECK FAILED: ");
+    fprintf(stderr, fmt, (long long)a, (long long)b);
+    fputc('\n', stderr);
+  }
+}
+
+/* Each image of the batch must be one crop/flip variant of the sample it
+ * names; marks the variants seen in used[]. */
+static void check_pixels(const fm *d, const em_dl_batch *b, bool *used) {
+  const em_tensor *x = b->t[0];
+  const int64_t *idx = em_tensor_data(b->t[2]);
+  const float *px = em_tensor_data(x);
+  float want[IMG * IMG];
+  for (int64_t s = 0; s < em_tensor_shape(x)[0]; s++) {
+    const float *got = px + s * IMG * IMG;
+    int found = -1;
+    for (int v = 0; v < NPOS * NPOS * 2 && found < 0; v++) {
+      augment(d, idx[s], v % NPOS, v / NPOS % NPOS, v / (NPOS * NPOS), want);
+      if (!memcmp(want, got, sizeof want)) found = v;
+    }
+    if (found < 0) fail("sample %lld (batch %lld) is no crop/flip of its image", idx[s], b->index);
+    else used[found] = true;
+  }
+}
+
+/* Checks a batch's shapes, indices (seen[] holds the epoch stamp) and
+ * labels; returns its size. */
+static int64_t check_batch(const fm *d, const em_dl_batch *b, int *seen, int stamp) {
+  if (b->n != 3 || em_tensor_ndim(b->t[0]) != 4 || em_tensor_dtype(b->t[0]) != EM_FLOAT32 ||
+      em_tensor_shape(b->t[0])[1] != 1 || em_tensor_shape(b->t[0])[2] != IMG ||
+      em_tensor_dtype(b->t[2]) != EM_INT64 || !em_tensor_is_contiguous(b->t[0])) {
+    fail("batch %lld has the wrong layout (%lld fields)", b->index, b->n);
+    return 0;
+  }
+  int64_t n = em_tensor_shape(b->t[0])[0];
+  const int64_t *idx = em_tensor_data(b->t[2]), *lab = em_tensor_data(b->t[1]);
+  for (int64_t s = 0; s < n; s++) {
+    int64_t i = idx[s];
+    if (i < 0 || i >= d->n) {
+      fail("index %lld out of range in batch %lld", i, b->index);
+      continue;
+    }
+    if (seen[i] == stamp) fail("index %lld seen twice in one epoch (batch %lld)", i, b->index);
+    seen[i] = stamp;
+    if (lab[s] != d->lab[i]) fail("label of index %lld wrong (batch %lld)", i, b->index);
+  }
+  return n;
+}
+
+/* ---- one configuration -------------------------------------------------------------------- */
+
+typedef struct result {
+  double sps, hwm_mb, pss_mb;
+} result;
+
+static result run_ember(em_dl_dataset *ds, const fm *d, int workers, int epochs) {
+  em_generator *g = em_generator_create(1234);
+  em_dl_loader_options o;
+  em_dl_loader_options_init(&o);
+  o.batch_size = BATCH;
+  o.shuffle = true;
+  o.num_workers = workers;
+  o.generator = g;
+  em_dl_loader *l = em_dl_loader_create(ds, &o);
+  if (!l) die("DataLoader");
+  int64_t nb = em_dl_loader_len(l);
+  int *seen = calloc((size_t)d->n, sizeof *seen);
+  double *t = calloc((size_t)epochs, sizeof *t);
+  result r = {0};
+  reset_peak();
+  for (int e = 0; e < epochs; e++) {
+    bool used[NPOS * NPOS * 2] = {0};
+    int64_t got = 0, batches = 0;
+    int stamp = e + 1;
+    double t0 = now();
+    em_dl_iter *it = em_dl_loader_iter(l);
+    if (!it) die("DataLoader iter");
+    for (;;) {
+      em_dl_batch b;
+      bool done;
+      if (em_dl_iter_next(it, &b, &done)) die("DataLoader next");
+      if (done) break;
+      got += check_batch(d, &b, seen, stamp);
+      if (b.index == 0 || b.index == nb - 1) check_pixels(d, &b, used);
+      if (b.index % 128 == 0 || b.index == nb - 1) {
+        double pss = tree_mb(it, false);
+        if (pss > r.pss_mb) r.pss_mb = pss;
+      }
+      if (b.index == nb - 1) {
+        double hwm = tree_mb(it, true);
+        if (hwm > r.hwm_mb) r.hwm_mb = hwm;
+      }
+      batches++;
+      em_dl_batch_release(&b);
+    }
+    em_dl_iter_destroy(it);
+    t[e] = now() - t0;
+    if (got != d->n || batches != nb) fail("epoch got %lld samples in %lld batches", got, batches);
+    int nused = 0;
+    for (int v = 0; v < NPOS * NPOS * 2; v++) nused += used[v];
+    if (nused < 20) fail("only %lld of 162 crop/flip variants in %lld checked images", nused, 128);
+  }
+  qsort(t, (size_t)epochs, sizeof *t, cmp);
+  double med = epochs % 2 ? t[epochs / 2] : (t[epochs / 2 - 1] + t[epochs / 2]) / 2;
+  r.sps = (double)d->n / med;
+  free(t);
+  free(seen);
+  em_dl_loader_destroy(l);
+  em_generator_destroy(g);
+  return r;
+}
+
+/* ---- the PyTorch side -------------------------------------------------------------------------- */
+
+static result torch_res[MAXW + 1];
+static bool torch_ok[MAXW + 1];
+
+static bool run_torch(const char *root, int epochs, const char *wlist) {
+  char cmd[8192];
+  const char *dir = getenv("EMBER_SOURCE_DIR") ? getenv("EMBER_SOURCE_DIR") : EMBER_SOURCE_DIR;
+  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/bench_dataloader_torch.py '%s' %d %s", dir,
+           root, epochs, wlist);
+  FILE *f = popen(cmd, "r");
+  if (!f) return false;
+  char line[512];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    int w;
+    double sps, hwm, pss;
+    char ok[16];
+    if (sscanf(line, "torch %d %lf %lf %lf %15s", &w, &sps, &hwm, &pss, ok) == 5 && w >= 0 &&
+        w <= MAXW) {
+      torch_res[w] = (result){sps, hwm, pss};
+      torch_ok[w] = !strcmp(ok, "ok");
+      if (!torch_ok[w]) fprintf(stderr, "bench_dataloader: the torch side failed its check at %d workers\n", w);
+      n++;
+    } else {
+      fputs(line, stderr);
+    }
+  }
+  return pclose(f) == 0 && n > 0;
+}
+
+int main(int argc, char **argv) {
+  int epochs = 2;
+  bool torch = true;
+  const char *root = getenv("FASHION_MNIST") ? getenv("FASHION_MNIST") : "/usr/share/datasets/fashion-mnist";
+  const char *wlist = "0,1,2";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--epochs") && i + 1 < argc) epochs = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--workers") && i + 1 < argc) wlist = argv[++i];
+    else if (!strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
+    else if (!strcmp(argv[i], "--no-torch")) torch = false;
+    else {
+      fprintf(stderr, "usage: %s [--epochs N] [--workers 0,1,2] [--root DIR] [--no-torch]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (epochs < 1) epochs = 1;
+  int wk[MAXW + 1], nw = 0;
+  for (const char *p = wlist; *p && nw <= MAXW;) {
+    int w = atoi(p);
+    if (w < 0 || w > MAXW) {
+      fprintf(stderr, "bench_dataloader: workers must be in 0..%d\n", MAXW);
+      return 2;
+    }
+    wk[nw++] = w;
+    p = strchr(p, ',');
+    if (!p) break;
+    p++;
+  }
+
+  fm d = {0};
+  d.images = load_idx(root, "train-images-idx3-ubyte");
+  d.labels = load_idx(root, "train-labels-idx1-ubyte");
+  d.n = em_tensor_shape(d.images)[0];
+  if (em_tensor_ndim(d.images) != 3 || em_tensor_shape(d.images)[1] != IMG ||
+      em_tensor_dtype(d.images) != EM_UINT8 || em_tensor_numel(d.labels) != d.n) {
+    fprintf(stderr, "bench_dataloader: %s does not hold MNIST-shaped training files\n", root);
+    return 1;
+  }
+  d.img = em_tensor_data(d.images);
+  d.lab = em_tensor_data(d.labels);
+  for (int v = 0; v < 256; v++) d.lut[v] = (float)((v / 255.0 - MEAN) / STD);
+  em_dl_dataset_ops ops = {.name = "AugmentedFashionMNIST", .len = fm_len, .get = fm_get};
+  em_dl_dataset *ds = em_dl_dataset_create(&ops, &d);
+  if (!ds) die("dataset");
+
+  printf("ember %s data-loading benchmark: Fashion-MNIST train (%lld images), random crop "
+         "(padding 4) + horizontal flip + normalise, batch %d, shuffle; median of %d epochs\n",
+         em_version(), (long long)d.n, BATCH, epochs);
+  result er[MAXW + 1];
+  for (int i = 0; i < nw; i++) er[wk[i]] = run_ember(ds, &d, wk[i], epochs);
+  bool have_torch = torch && run_torch(root, epochs, wlist);
+  if (torch && !have_torch) printf("(PyTorch reference unavailable: is python3-torch installed?)\n");
+  double la[3] = {0};
+  if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
+
+  printf("\n%7s %12s %12s %7s %9s %9s %9s %9s  %s\n", "workers", "ember smp/s", "torch smp/s",
+         "ratio", "ember MB", "torch MB", "ember PSS", "torch PSS", "targets");
+  bool all = check_fail == 0;
+  for (int i = 0; i < nw; i++) {
+    int w = wk[i];
+    result e = er[w], t = have_torch && torch_ok[w] ? torch_res[w] : (result){0};
+    char tg[160] = "";
+    double ratio = t.sps > 0 ? e.sps / t.sps : 0;
+    if (t.sps > 0) {
+      bool ok = ratio >= 5;
+      all &= ok;
+      snprintf(tg, sizeof tg, "ratio>=5 %s", ok ? "ok" : "MISS");
+    }
+    for (int j = 0; j < i; j++)
+      if (wk[j] < w) { /* more workers never slower than fewer */
+        bool ok = e.sps >= er[wk[j]].sps;
+        all &= ok;
+        snprintf(tg + strlen(tg), sizeof tg - strlen(tg), "%s>=%dw %s", *tg ? "; " : "", wk[j],
+                 ok ? "ok" : "MISS");
+      }
+    /* Memory: PSS over that of the fewest workers run, minus the rings
+     * (3 slots of at most ~256 KiB per worker), within 4 MiB per worker. */
+    if (i > 0 && w > wk[0]) {
+      double extra = e.pss_mb - er[wk[0]].pss_mb, allow = (w - wk[0]) * (0.75 + 4.0);
+      bool ok = extra <= allow;
+      all &= ok;
+      snprintf(tg + strlen(tg), sizeof tg - strlen(tg), "; mem +%.1f MB %s", extra,
+               ok ? "ok" : "MISS");
+    }
+    printf("%7d %12.0f %12.0f %7.2f %9.1f %9.1f %9.1f %9.1f  %s\n", w, e.sps, t.sps, ratio,
+           e.hwm_mb, t.hwm_mb, e.pss_mb, t.pss_mb, tg);
+  }
+  printf("\nMB: sum of peak RSS (VmHWM) of the main process and its workers; PSS: largest sum of\n"
+         "proportional set sizes seen (shared pages split among the processes).\n");
+  printf("checks (every index once per epoch, labels, pixels of 2 batches per epoch): %s\n",
+         check_fail ? "FAILED" : "ok");
+  printf("load average: %.2f %.2f %.2f (%ld CPUs)\n", la[0], la[1], la[2],
+         sysconf(_SC_NPROCESSORS_ONLN));
+  em_dl_dataset_release(ds);
+  em_tensor_release(d.images);
+  em_tensor_release(d.labels);
+  return check_fail ? 1 : 0;
+}
