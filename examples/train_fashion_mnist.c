@@ -9,9 +9,13 @@
  * safetensors checkpoint (model and optimizer) after each epoch; --resume
  * continues from it.
  *
+ * The learning rate follows a cosine schedule from --lr down to 0 over the
+ * whole run (stepped every batch; --constant-lr turns it off).
+ *
  *   train_fashion_mnist [--epochs 5] [--lr 0.05] [--momentum 0.9]
  *                       [--batch 64] [--threads N] [--data DIR]
  *                       [--checkpoint FILE] [--resume] [--seed S]
+ *                       [--constant-lr]
  *                       [--limit N]  (use only the first N training images)
  */
 #define _POSIX_C_SOURCE 200809L
@@ -33,7 +37,7 @@ typedef struct options {
   int threads;
   const char *data;
   const char *checkpoint;
-  bool resume;
+  bool resume, constant_lr;
   uint64_t seed;
   int64_t limit;
 } options;
@@ -58,7 +62,7 @@ static int usage(const char *msg) {
   fprintf(stderr,
           "usage: train_fashion_mnist [--epochs N] [--lr X] [--momentum X] [--batch N]\n"
           "                           [--threads N] [--data DIR] [--checkpoint FILE]\n"
-          "                           [--resume] [--seed S] [--limit N]\n");
+          "                           [--resume] [--seed S] [--constant-lr] [--limit N]\n");
   return 2;
 }
 
@@ -88,6 +92,7 @@ static int parse(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--data") && v) o->data = argv[++i];
     else if (!strcmp(a, "--checkpoint") && v) o->checkpoint = argv[++i];
     else if (!strcmp(a, "--resume")) o->resume = true;
+    else if (!strcmp(a, "--constant-lr")) o->constant_lr = true;
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(NULL), 1;
     else {
       fprintf(stderr, "train_fashion_mnist: unknown option '%s'\n", a);
@@ -209,6 +214,7 @@ int main(int argc, char **argv) {
   em_tensor *xtrain = NULL, *ytrain = NULL, *xtest = NULL, *ytest = NULL;
   em_module *model = NULL;
   em_optimizer *opt = NULL;
+  em_scheduler *sched = NULL;
   em_named_tensors params = {0};
 
   CHECK(raw_train = load(o.data, "train-images-idx3-ubyte.gz"));
@@ -258,6 +264,10 @@ int main(int argc, char **argv) {
   }
 
   const int64_t n = xtrain->shape[0], steps = (n + o.batch - 1) / o.batch;
+  if (!o.constant_lr) {
+    CHECK(sched = em_sched_cosine_annealing_lr(opt, o.epochs * steps, 0));
+    for (int64_t s = 0; s < start_epoch * steps; s++) CHECK_OK(em_sched_step(sched)); /* resume */
+  }
   for (int epoch = start_epoch; epoch < o.epochs; epoch++) {
     em_manual_seed(o.seed + (uint64_t)epoch * 1000003u);
     em_tensor *perm = NULL;
@@ -274,6 +284,7 @@ int main(int argc, char **argv) {
       em_status st = loss ? em_optim_zero_grad(opt, true) : em_last_status();
       if (!st) st = em_backward(loss, NULL, false);
       if (!st) st = em_optim_step(opt);
+      if (!st && sched) st = em_sched_step(sched);
       double l = loss ? em_tensor_item_double(loss) : NAN;
       em_tensor_release(loss), em_tensor_release(logits), em_tensor_release(yb);
       em_tensor_release(xb), em_tensor_release(idx);
@@ -294,9 +305,9 @@ int main(int argc, char **argv) {
       double t = now();
       if (t - last_print >= 2.0 || step == steps - 1) {
         double rate = seen / (t - t0);
-        printf("epoch %d/%d  step %lld/%lld  loss %.4f  %.0f samples/s  eta %.0fs\n", epoch + 1,
-               o.epochs, (long long)step + 1, (long long)steps, loss_sum / loss_n, rate,
-               (n - seen) / rate);
+        printf("epoch %d/%d  step %lld/%lld  loss %.4f  lr %.4f  %.0f samples/s  eta %.0fs\n",
+               epoch + 1, o.epochs, (long long)step + 1, (long long)steps, loss_sum / loss_n,
+               em_optim_get_lr(opt, 0), rate, (n - seen) / rate);
         fflush(stdout);
         last_print = t;
         loss_sum = 0;
@@ -313,6 +324,7 @@ int main(int argc, char **argv) {
   status = 0;
 fail:
   em_named_tensors_free(&params);
+  em_sched_free(sched);
   em_optim_free(opt);
   em_module_release(model);
   em_tensor *all[] = {raw_train, raw_labels, raw_test, raw_test_labels, xtrain, ytrain, xtest, ytest};
