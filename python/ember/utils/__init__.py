@@ -1,0 +1,4 @@
+"""ember.utils."""
+from ember.utils import data
+
+__all__ = ["data"]
