@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: trains the Fashion-MNIST CNN (installs what it needs, builds
-# as needed). Arguments go to the trainer (see --help).
+# The main job: trains the Fashion-MNIST CNN with DDP on 2 ranks under
+# trainrun (examples/train.py), installing and building what it needs.
+# Arguments go to the training script (see --help), e.g. --epochs 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
-exec build/examples/train_fashion_mnist "$@"
+exec build/bin/trainrun --nproc 2 examples/train.py "$@"
