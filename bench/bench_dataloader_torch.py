@@ -4,11 +4,12 @@ torch.utils.data.DataLoader.
 
     python3 bench_dataloader_torch.py ROOT EPOCHS WORKERS(0,1,2)
 
-Prints "torch <workers> <samples/s> <peak RSS MB> <PSS MB> <ok|FAIL>" per
-worker count; the figures are measured exactly as bench_dataloader.c
+Prints "torch <workers> <samples/s> <peak RSS MB> <PSS MB> <main CPU
+us/sample> <workers' CPU us/sample> <ok|FAIL>" per worker count; the figures are measured exactly as bench_dataloader.c
 measures ember's (see there)."""
 import gzip
 import os
+import resource
 import statistics
 import sys
 import time
@@ -73,6 +74,11 @@ def tree_mb(pids, hwm):
     return sum(proc_kb(p, "smaps_rollup", "Pss") for p in pids) / 1024
 
 
+def cpu_s(who):
+    a = resource.getrusage(who)
+    return a.ru_utime + a.ru_stime
+
+
 def run(ds, workers, epochs):
     g = torch.Generator()
     g.manual_seed(1234)
@@ -80,12 +86,14 @@ def run(ds, workers, epochs):
                                          generator=g)
     nb = len(loader)
     n = len(ds)
-    times, hwm_mb, pss_mb, ok = [], 0.0, 0.0, True
+    times, cpu_main, cpu_work, hwm_mb, pss_mb, ok = [], 0.0, 0.0, 0.0, 0.0, True
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     for e in range(epochs):
         seen = torch.zeros(n, dtype=torch.int64)
         got = 0
+        probe = probe_cpu = 0.0
+        cm0, cw0 = cpu_s(resource.RUSAGE_SELF), cpu_s(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         it = iter(loader)
         pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
@@ -93,14 +101,21 @@ def run(ds, workers, epochs):
             seen[idx] += 1
             ok &= bool((y == ds.labels[idx].long()).all()) and x.shape[1:] == (1, 28, 28)
             got += len(idx)
+            # the memory probes are not timed
+            p0, pc0 = time.perf_counter(), time.process_time()
             if b % 128 == 0 or b == nb - 1:
                 pss_mb = max(pss_mb, tree_mb(pids, False))
             if b == nb - 1:
                 hwm_mb = max(hwm_mb, tree_mb(pids, True))
-        del it
-        times.append(time.perf_counter() - t0)
+            probe += time.perf_counter() - p0
+            probe_cpu += time.process_time() - pc0
+        del it  # shuts the workers down (joined: their CPU time is counted)
+        times.append(time.perf_counter() - t0 - probe)
+        cpu_main += cpu_s(resource.RUSAGE_SELF) - cm0 - probe_cpu
+        cpu_work += cpu_s(resource.RUSAGE_CHILDREN) - cw0
         ok &= got == n and bool((seen == 1).all())
-    return n / statistics.median(times), hwm_mb, pss_mb, ok
+    us = 1e6 / (n * epochs)
+    return n / statistics.median(times), hwm_mb, pss_mb, cpu_main * us, cpu_work * us, ok
 
 
 def main():
@@ -108,8 +123,9 @@ def main():
     ds = AugmentedFashionMNIST(load_idx(root, "train-images-idx3-ubyte"),
                                load_idx(root, "train-labels-idx1-ubyte"))
     for w in (int(s) for s in workers.split(",")):
-        sps, hwm, pss, ok = run(ds, w, epochs)
-        print(f"torch {w} {sps:.1f} {hwm:.1f} {pss:.1f} {'ok' if ok else 'FAIL'}", flush=True)
+        sps, hwm, pss, cm, cw, ok = run(ds, w, epochs)
+        print(f"torch {w} {sps:.1f} {hwm:.1f} {pss:.1f} {cm:.2f} {cw:.2f} {'ok' if ok else 'FAIL'}",
+              flush=True)
 
 
 if __name__ == "__main__":
