@@ -17,8 +17,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 ctest_args=()
 # The sanitizer build runs every unit test; the end-to-end training
-# examples (label "examples", tens of seconds in a release build) would take
-# many minutes uninstrumented-speed-bound under ASan, so they run only in the
-# release suite.
+# examples (label "examples", tens of seconds each in a release build, many
+# minutes under ASan) run only in the release suite.
 if [ "$dir" = build-asan ]; then ctest_args=(-LE examples); fi
 ctest --test-dir "$dir" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" "$@"
