@@ -42,6 +42,13 @@ static struct {
           PTHREAD_MUTEX_INITIALIZER, 0, NULL, 0, 0, 0, false};
 
 static __thread bool in_region;
+static atomic_bool interrupt_flag;
+
+void em_request_interrupt(void) { atomic_store_explicit(&interrupt_flag, true, memory_order_relaxed); }
+void em_clear_interrupt(void) { atomic_store_explicit(&interrupt_flag, false, memory_order_relaxed); }
+bool em_interrupt_requested(void) {
+  return atomic_load_explicit(&interrupt_flag, memory_order_relaxed);
+}
 
 bool em__in_parallel_region(void) { return in_region; }
 
@@ -50,7 +57,7 @@ static void run_chunks(job *j) {
   while ((c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nchunks) {
     int64_t b = c * j->chunk, e = b + j->chunk;
     if (e > j->n) e = j->n;
-    j->fn(j->ctx, b, e);
+    if (!em_interrupt_requested()) j->fn(j->ctx, b, e); /* interrupted: skip the rest */
     atomic_fetch_add_explicit(&j->done, 1, memory_order_acq_rel);
   }
 }
@@ -106,12 +113,18 @@ static void atfork_parent(void) {
   pthread_mutex_unlock(&pool.busy);
 }
 static void atfork_child(void) {
-  /* Only the forking thread exists in the child: start workers afresh. */
+  /* Only the forking thread exists in the child: start workers afresh.
+   * The condition variables are made anew too: the parent's sleeping
+   * workers are still counted as waiters in their copies, and glibc's
+   * broadcast waits for waiters that no longer exist to leave (a hang on
+   * the child's first parallel op, seen as a flaky DDP test). */
   pool.started = 0;
   pool.active = 0;
   pool.current = NULL;
-  pthread_mutex_unlock(&pool.mu);
-  pthread_mutex_unlock(&pool.busy);
+  pthread_cond_init(&pool.wake, NULL);
+  pthread_cond_init(&pool.finished, NULL);
+  pthread_mutex_init(&pool.mu, NULL);
+  pthread_mutex_init(&pool.busy, NULL);
 }
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;

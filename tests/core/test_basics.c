@@ -1,4 +1,8 @@
 /* dtypes, promotion, half/bfloat16, storage, creation, copies and views. */
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "core/core_impl.h"
 #include "tests/harness.h"
 
@@ -288,6 +292,42 @@ EM_TEST(config_reports_blas) {
   ASSERT_TRUE(info && strlen(info) > 0);
   ASSERT_TRUE(strstr(em_config_string(), "BLAS") != NULL);
   printf("  %s", em_config_string());
+}
+
+/* The thread pool survives fork(): a child forked while the parent's
+ * workers sleep runs parallel ops (with workers of its own) to the end.
+ * Each child has 10 s (alarm) for what takes milliseconds. */
+static void fork_sum_ctx(void *ctx, int64_t b, int64_t e) {
+  atomic_llong *acc = ctx;
+  for (int64_t i = b; i < e; i++) atomic_fetch_add(acc, i);
+}
+
+EM_TEST(thread_pool_works_after_fork) {
+  int prev = em_get_num_threads();
+  em_set_num_threads(4);
+  for (int round = 0; round < 20; round++) {
+    atomic_llong acc = 0;
+    em__parallel_for(1 << 16, 1, fork_sum_ctx, &acc); /* workers exist ... */
+    ASSERT_EQ((long long)atomic_load(&acc), (long long)(1 << 16) * ((1 << 16) - 1) / 2);
+    usleep(round % 2 ? 20000 : 100); /* ... asleep on the pool's condition variable, or spinning */
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+      alarm(10);
+      for (int k = 0; k < 200; k++) {
+        atomic_llong a = 0;
+        em__parallel_for(1 << 16, 1, fork_sum_ctx, &a);
+        if (atomic_load(&a) != (long long)(1 << 16) * ((1 << 16) - 1) / 2) _exit(2);
+      }
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      EM_FAILF("round %d: the child %s %d", round, WIFEXITED(status) ? "exited" : "was killed by signal",
+               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  }
+  em_set_num_threads(prev);
 }
 
 EM_TEST_MAIN()
