@@ -365,9 +365,11 @@ static em_status finish_frame(tcp *t, int from) {
     p->abort_buf = NULL;
     em_status st = (p->h.root > 0 && p->h.root < EM_STATUS_COUNT) ? (em_status)p->h.root
                                                                   : EM_ERR_COMM;
-    if (t->cur && is_p2p(t->cur->kind) && t->cur->root != from) {
-      /* a send/recv between two other live ranks may still finish; the
-       * next collective (or exchange with from) fails with this */
+    if (t->cur && is_p2p(t->cur->kind) && (t->cur->root != from || t->pending == 0)) {
+      /* a send/recv between two other live ranks may still finish, and
+       * one with from whose data is all here (read in the same gulp as
+       * this frame) has; the next collective (or exchange with from)
+       * fails with this */
       if (t->deferred_from < 0) {
         t->deferred_from = from;
         t->deferred_st = st;
@@ -871,13 +873,23 @@ static void clear_queues(tcp *t) {
   t->pending = 0;
 }
 
+/* A receive of c's tag from c->root that arrived whole before the peer's
+ * ABORT (frames of one connection arrive in order): it still completes. */
+static bool arrived_before_abort(const tcp *t, const em_coll *c) {
+  if (c->kind != EM_COLL_RECV) return false;
+  for (const ux *u = t->peers[c->root].ux_head; u; u = u->next)
+    if (u->h.type == F_P2P && u->h.tag == c->tag) return u->complete;
+  return false;
+}
+
 static em_status tcp_run(void *ctx, em_coll *c) {
   tcp *t = ctx;
   t->cur = c;
   em_status st;
   if (t->failed) {
     st = refail(t);
-  } else if (t->deferred_from >= 0 && (!is_p2p(c->kind) || c->root == t->deferred_from)) {
+  } else if (t->deferred_from >= 0 && (!is_p2p(c->kind) || c->root == t->deferred_from) &&
+             !arrived_before_abort(t, c)) {
     char nm[96];
     st = fail(t, t->deferred_st, "%s: %s", cur_name(t, nm, sizeof nm), t->deferred_msg);
   } else if ((st = check_abort(t)) == EM_OK &&

@@ -495,6 +495,66 @@ EM_TEST(send_recv_tags_directions_and_overtaking) {
   ASSERT_RANKS_OK(4, body_p2p, NULL, NULL);
 }
 
+/* A message that arrived whole before its sender failed is still received:
+ * rank 1 sends to rank 2, then fails (a size mismatch with rank 0) and
+ * tells everyone; rank 2 reads both frames while busy with rank 3 and then
+ * receives from rank 1 all the same; only its next exchange with rank 1
+ * reports the failure. */
+static void body_recv_after_abort(t_ctx *c, em_pg *pg) {
+  int r = em_pg_rank(pg);
+  em_tensor *t = iota(r == 0 ? 10 : 20, EM_FLOAT32, 0);
+  if (r == 0) {
+    em_work *w = em_pg_send(pg, t, 1, 0, NULL);
+    CK_NN(w);
+    (void)em_work_wait(w, EM_PG_DEFAULT_TIMEOUT); /* rank 1 may have failed first */
+    em_work_release(w);
+  } else if (r == 1) {
+    em_work *w = em_pg_send(pg, t, 2, 3, NULL);
+    CK_NN(w);
+    CK_OK(em_work_wait(w, EM_PG_DEFAULT_TIMEOUT));
+    em_work_release(w);
+    w = em_pg_recv(pg, t, 0, 0, NULL);
+    CK_NN(w);
+    CK(em_work_wait(w, EM_PG_DEFAULT_TIMEOUT) == EM_ERR_COMM, "the mismatch went unnoticed");
+    em_work_release(w);
+  } else if (r == 2) {
+    t_sleep_ms(300); /* both of rank 1's frames are here by now */
+    em_tensor *big = iota(1 << 20, EM_FLOAT32, 0);
+    em_work *w = em_pg_send(pg, big, 3, 5, NULL);
+    CK_NN(w);
+    CK_OK(em_work_wait(w, EM_PG_DEFAULT_TIMEOUT));
+    em_work_release(w);
+    em_tensor_release(big);
+    w = em_pg_recv(pg, t, 1, 3, NULL);
+    CK_NN(w);
+    CK_OK(em_work_wait(w, EM_PG_DEFAULT_TIMEOUT));
+    em_work_release(w);
+    CK(t_get(t, 19) == 19, "received %g", t_get(t, 19));
+    w = em_pg_recv(pg, t, 1, 4, NULL);
+    CK_NN(w);
+    CK(em_work_wait(w, 5000) == EM_ERR_COMM && strstr(em_last_error(), "rank 1"),
+       "the next exchange with rank 1: %s", em_last_error());
+    em_work_release(w);
+  } else {
+    em_tensor *big = em_tensor_zeros(EM_DIMS(1 << 20), EM_FLOAT32);
+    em_work *w = em_pg_recv(pg, big, 2, 5, NULL);
+    CK_NN(w);
+    CK_OK(em_work_wait(w, EM_PG_DEFAULT_TIMEOUT));
+    em_work_release(w);
+    em_tensor_release(big);
+  }
+  em_tensor_release(t);
+  if (r == 1) return; /* gone at once: rank 2 sees its connection close mid-send to rank 3 */
+  int64_t n = 0;
+  em_store_add(c->store, "recv_after_abort", 1, &n);
+  for (int64_t end = t_now_ms() + 10000; n < 3 && t_now_ms() < end; t_sleep_ms(1))
+    em_store_add(c->store, "recv_after_abort", 0, &n);
+}
+
+EM_TEST(a_message_that_arrived_before_the_senders_abort_is_received) {
+  ASSERT_RANKS_OK(4, body_recv_after_abort, NULL, NULL);
+}
+
 /* ---- list forms with non-contiguous tensors ------------------------------------------------------- */
 
 static void body_lists_noncontig(t_ctx *c, em_pg *pg) {
