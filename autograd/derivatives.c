@@ -202,17 +202,17 @@ BW(expand) {
 BW(as_strided) {
   SCOPE;
   if (!go[0] || !NEED(0)) goto ok;
-  em_tensor *in = IN(0);
-  if (!em_tensor_is_contiguous(in)) {
+  const em_ag_tmeta *m = &n->in_meta[0];
+  if (!n->attrs.i[2]) {
     em__set_error(EM_ERR_NOTIMPL, "as_strided backward: the input must be contiguous");
     goto fail_;
   }
-  em_tensor *z = K(em_tensor_zeros(in->ndim, in->shape, EM_FLOAT64));
+  em_tensor *z = K(em_tensor_zeros(m->ndim, m->shape, EM_FLOAT64));
   em_tensor *g = K(em_tensor_to_dtype(go[0], EM_FLOAT64));
   em_tensor *gc = K(em_tensor_contiguous(g));
   double *zd = em_tensor_data(z);
   const double *gd = em_tensor_data(gc);
-  int64_t base = n->attrs.i[0] - in->offset, idx[EM_MAX_DIMS] = {0};
+  int64_t base = n->attrs.i[0] - n->attrs.i[1], idx[EM_MAX_DIMS] = {0};
   for (int64_t e = 0; e < gc->numel; e++) {
     int64_t off = base;
     for (int d = 0; d < n->attrs.nd; d++) off += idx[d] * n->attrs.d2[d];
@@ -222,7 +222,7 @@ BW(as_strided) {
       idx[d] = 0;
     }
   }
-  SET(0, em_tensor_to_dtype(z, (em_dtype)in->dtype));
+  SET(0, em_tensor_to_dtype(z, (em_dtype)m->dtype));
 ok:
   DONE;
 }
@@ -1063,7 +1063,7 @@ static void init_formulas(void) {
   set_f(EM_OP_SLICE, bw_slice, 0, 0);
   set_f(EM_OP_SELECT, bw_select, 0, 0);
   set_f(EM_OP_EXPAND, bw_expand, 0, 0);
-  set_f(EM_OP_AS_STRIDED, bw_as_strided, B(0), 0);
+  set_f(EM_OP_AS_STRIDED, bw_as_strided, 0, 0);
   set_f(EM_OP_CAT, bw_cat, 0, 0);
   set_f(EM_OP_FLIP, bw_flip, 0, 0);
   set_f(EM_OP_REPEAT, bw_repeat, 0, 0);

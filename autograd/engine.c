@@ -404,7 +404,7 @@ static em_status rebase_view(em_tensor *self, em_tensor *result) {
   em__ag_node_release(cs);
   if (st) return st;
   /* self's new history: as_strided of base's */
-  em_ag_node *v = node_alloc(EM_AG_NODE_OP, 1, 1, 2);
+  em_ag_node *v = node_alloc(EM_AG_NODE_OP, 1, 1, 1);
   if (!v) return em_last_status();
   v->op = EM_OP_AS_STRIDED;
   set_name(v, "as_strided");
@@ -412,8 +412,9 @@ static em_status rebase_view(em_tensor *self, em_tensor *result) {
   memcpy(v->attrs.d, self->shape, sizeof(int64_t) * (size_t)self->ndim);
   memcpy(v->attrs.d2, self->strides, sizeof(int64_t) * (size_t)self->ndim);
   v->attrs.i[0] = self->offset;
+  v->attrs.i[1] = base->offset;
+  v->attrs.i[2] = 1; /* checked above */
   st = link_inputs(v, 1, &base);
-  if (!st) st = save(&v->saved[0], base);
   tmeta_of(&v->out_meta[0], self);
   v->out_differentiable[0] = true;
   if (!st) st = set_history(self, v, 0);
@@ -916,6 +917,10 @@ static em_status engine_run(int nroots, const em_ag_edge *roots, em_tensor *cons
     }
   }
   while (!st && g.hn) {
+    if (em_interrupt_requested()) {
+      st = em__set_error(EM_ERR_INTERRUPTED, "backward: interrupted");
+      break;
+    }
     em_ag_node *n = heap_pop(&g);
     /* tensor hooks of non-leaf outputs, then retain_grad */
     for (int k = 0; !st && k < n->nout && n->pre_hooks; k++)

@@ -3,7 +3,8 @@
  *
  * Autograd records: VIEW (any pure reshape; backward reshapes back),
  * PERMUTE (d = permutation), SLICE (i = dim, start, step), SELECT (i = dim,
- * index), EXPAND, AS_STRIDED (d = sizes, d2 = strides, i[0] = offset). */
+ * index), EXPAND, AS_STRIDED (d = sizes, d2 = strides, i[0] = offset,
+ * i[1] = the input's offset, i[2] = whether the input is contiguous). */
 #include <stdlib.h>
 
 #include "core/core_impl.h"
@@ -390,6 +391,8 @@ em_tensor *em_tensor_as_strided(em_tensor *t, int ndim, const int64_t *shape,
   memcpy(a.d, shape, sizeof(int64_t) * ndim);
   memcpy(a.d2, strides, sizeof(int64_t) * ndim);
   a.i[0] = offset;
+  a.i[1] = t->offset;                  /* the input's geometry, for backward */
+  a.i[2] = em_tensor_is_contiguous(t); /* (its gradient is built contiguous) */
   return record_view(EM_OP_AS_STRIDED, t, v, &a);
 }
 

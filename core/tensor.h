@@ -217,6 +217,17 @@ EM_API em_tensor *em_tensor_bernoulli(em_tensor *p, em_generator *g);
 EM_API bool em_is_grad_enabled(void);
 EM_API bool em_set_grad_enabled(bool enabled);
 
+/* ---- interrupting long operations ---------------------------------------
+ * em_request_interrupt (async-signal-safe: call it from a SIGINT handler)
+ * makes long-running operations stop early and fail with
+ * EM_ERR_INTERRUPTED: multi-threaded kernels between chunks, backward
+ * between nodes. Small operations and BLAS calls run to completion. The
+ * request stays until em_clear_interrupt. The Python binding installs a
+ * SIGINT handler that calls it, so Ctrl-C stops a long op. */
+EM_API void em_request_interrupt(void);
+EM_API void em_clear_interrupt(void);
+EM_API bool em_interrupt_requested(void);
+
 /* ---- threads and configuration ---------------------------------------- */
 
 /* One knob for ember's CPU threads (kernels and BLAS). Default: env

@@ -140,6 +140,7 @@ static int run_backward(int n, em_tensor *const *roots, em_tensor *const *grads,
   if (check_reentry("backward") < 0) return -1;
   em_status st;
   engine_depth++;
+  em_clear_interrupt();
   Py_BEGIN_ALLOW_THREADS st = em_backward_multi(n, roots, grads, retain);
   Py_END_ALLOW_THREADS
   engine_depth--;
@@ -152,6 +153,7 @@ static int run_grad(int nout, em_tensor *const *outs, em_tensor *const *gouts, i
   if (check_reentry("grad") < 0) return -1;
   em_status st;
   engine_depth++;
+  em_clear_interrupt();
   Py_BEGIN_ALLOW_THREADS st = em_ag_grad(nout, outs, gouts, nin, ins, retain, allow_unused, res);
   Py_END_ALLOW_THREADS
   engine_depth--;

@@ -132,9 +132,13 @@ static inline int emp_big2(const em_tensor *a, const em_tensor *b) {
   return na * nb > EMP_NOGIL_NUMEL;
 }
 
+/* Long calls start with a clean interrupt flag: a Ctrl-C during the call
+ * (python/module.c's SIGINT handler sets it) stops it early with
+ * EM_ERR_INTERRUPTED, raised as KeyboardInterrupt. */
 #define EMP_NOGIL_IF(cond, stmt)        \
   do {                                  \
     if (cond) {                         \
+      em_clear_interrupt();             \
       Py_BEGIN_ALLOW_THREADS stmt;      \
       Py_END_ALLOW_THREADS              \
     } else {                            \

@@ -95,6 +95,15 @@ static int restore_parked(void) {
   return 1;
 }
 
+/* Sets the exception of status st. Interrupted by Ctrl-C: Python's own
+ * handler has a signal pending too; running it now raises the one
+ * KeyboardInterrupt (or does what a user handler does) instead of a second
+ * one at the next bytecode. */
+static void set_status_error(em_status st, const char *msg) {
+  if (st == EM_ERR_INTERRUPTED && PyErr_CheckSignals() < 0) return;
+  PyErr_SetString(emp_exc_class(st), msg[0] ? msg : em_status_name(st));
+}
+
 PyObject *emp_raise(void) {
   if (PyErr_Occurred()) return NULL; /* a converter already raised */
   if (restore_parked()) return NULL;
@@ -104,15 +113,14 @@ PyObject *emp_raise(void) {
     PyErr_SetString(PyExc_RuntimeError, msg[0] ? msg : "ember: operation failed");
     return NULL;
   }
-  PyErr_SetString(emp_exc_class(st), msg[0] ? msg : em_status_name(st));
+  set_status_error(st, msg);
   return NULL;
 }
 
 int emp_raise_status(em_status st) {
   if (PyErr_Occurred()) return -1;
   if (restore_parked()) return -1;
-  const char *msg = em_last_error();
-  PyErr_SetString(emp_exc_class(st), msg[0] ? msg : em_status_name(st));
+  set_status_error(st, em_last_error());
   return -1;
 }
 

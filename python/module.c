@@ -1,6 +1,9 @@
 /* ember._C: module initialisation. Each binding file contributes a table
  * of module functions and an init hook; where two tables define the same
  * name, the first one listed here wins. */
+#include <signal.h>
+#include <string.h>
+
 #include "python/ember_py.h"
 
 /* nn / optim / data / distributed bindings (python/nn.c, optim.c, data.c,
@@ -10,6 +13,39 @@ __attribute__((weak)) int emp_init_nn(PyObject *m);
 __attribute__((weak)) int emp_init_optim(PyObject *m);
 __attribute__((weak)) int emp_init_data(PyObject *m);
 __attribute__((weak)) int emp_init_distributed(PyObject *m);
+
+/* Ctrl-C: Python's own SIGINT handler only raises KeyboardInterrupt once
+ * control is back in the interpreter, which a long op running with the GIL
+ * released delays. This handler, installed in front of Python's, also asks
+ * ember to stop long operations early (em_request_interrupt; they fail with
+ * EM_ERR_INTERRUPTED -> KeyboardInterrupt), then calls Python's handler. A
+ * Python-level signal.signal(SIGINT, ...) later replaces both: then ops run
+ * to completion as before. */
+static struct sigaction prev_sigint;
+
+static void on_sigint(int sig, siginfo_t *info, void *uctx) {
+  em_request_interrupt();
+  if (prev_sigint.sa_flags & SA_SIGINFO) {
+    if (prev_sigint.sa_sigaction) prev_sigint.sa_sigaction(sig, info, uctx);
+  } else if (prev_sigint.sa_handler != SIG_IGN && prev_sigint.sa_handler != SIG_DFL) {
+    prev_sigint.sa_handler(sig);
+  } else if (prev_sigint.sa_handler == SIG_DFL) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
+}
+
+static void install_sigint(void) {
+  struct sigaction cur;
+  if (sigaction(SIGINT, NULL, &cur) != 0) return;
+  if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_IGN) return; /* ignored: keep it so */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigint;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGINT, &sa, &prev_sigint) != 0) return;
+}
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
@@ -48,6 +84,7 @@ PyMODINIT_FUNC PyInit__C(void) {
   for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
     if (add_functions(m, tables[i]) < 0) goto fail;
   if (PyModule_AddStringConstant(m, "__version__", em_version()) < 0) goto fail;
+  install_sigint();
   int (*const extras[])(PyObject *) = {emp_init_nn, emp_init_optim, emp_init_data,
                                        emp_init_distributed};
   for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++)

@@ -362,4 +362,24 @@ EM_TEST(reachable_leaves_finds_used_parameters) {
   for (size_t i = 0; i < 7; i++) em_tensor_release(list[i]);
 }
 
+/* v = y[1:]; v *= 10; y[0] = 3; backward through v: writing another part
+ * of the base after the view was rebased must not trip the version check
+ * of v's history (PyTorch handles this too). */
+EM_TEST(view_history_survives_later_writes_to_the_base) {
+  em_tensor *x = LEAF(V(1, 2, 3), 3);
+  em_tensor *y = em_tensor_mul_scalar(x, em_scalar_float(1));
+  em_tensor *v = em_tensor_slice(y, 0, 1, INT64_MAX, 1);
+  em_tensor *ten = em_tensor_wrapped_scalar(em_scalar_float(10));
+  ASSERT_OK(em_tensor_mul_(v, ten));
+  em_tensor *first = em_tensor_select(y, 0, 0);
+  em_tensor *three = em_tensor_wrapped_scalar(em_scalar_float(3));
+  ASSERT_OK(em_tensor_copy_(first, three));
+  em_tensor *w = em_tensor_mul_scalar(v, em_scalar_float(2)), *s = sum(w);
+  ASSERT_OK(em_backward(s, NULL, false));
+  em_tensor *g = em_tensor_grad(x);
+  ASSERT_TENSOR_CLOSE(g, ((double[]){0, 20, 20}), 0, 0);
+  em_tensor *list[] = {x, y, v, ten, first, three, w, s, g};
+  for (size_t i = 0; i < 9; i++) em_tensor_release(list[i]);
+}
+
 EM_TEST_MAIN()
