@@ -31,7 +31,7 @@ del _name
 
 from ember import _tensor  # noqa: E402  (installs Python-level Tensor methods)
 from ember._tensor import (isclose, tril, triu, roll, diag, trace, argsort, sort, topk,  # noqa: E402,F401
-                           normal)
+                           normal, unique)
 from ember import autograd  # noqa: E402,F401
 from ember.autograd.grad_mode import (no_grad, enable_grad, set_grad_enabled,  # noqa: E402,F401
                                       inference_mode, is_grad_enabled)

@@ -274,6 +274,25 @@ for _t in (_C._return_type_max, _C._return_type_min):
 del _t
 
 
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    """The distinct values (sorted), optionally with inverse indices and
+    counts. Not differentiable."""
+    import numpy as np
+    if dim is not None:
+        raise NotImplementedError("unique(dim=...) is not supported by ember")
+    a = input.detach().cpu().numpy()
+    vals, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
+    out = _C.from_numpy(np.ascontiguousarray(vals)).clone()
+    if not (return_inverse or return_counts):
+        return out
+    res = [out]
+    if return_inverse:
+        res.append(_C.from_numpy(inv.reshape(a.shape).astype(np.int64)))
+    if return_counts:
+        res.append(_C.from_numpy(counts.astype(np.int64)))
+    return tuple(res)
+
+
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None,
            requires_grad=False, out=None):
     """Normal samples: number mean/std with a size, or tensors (broadcast)."""
@@ -320,6 +339,8 @@ def _install():
     Tensor.argsort = argsort
     Tensor.sort = sort
     Tensor.topk = topk
+    Tensor.unique = unique
+    Tensor.__reversed__ = lambda self: self.flip(0) if self.ndim else self
     Tensor.is_tensor_like = True
     Tensor.__module__ = "ember"
 

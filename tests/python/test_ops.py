@@ -464,6 +464,16 @@ class TestShape(OpsCase):
         self.assertEqual(ember.diag(ember.tensor([1, 2])).tolist(), [[1, 0], [0, 2]])
         self.assertEqual(ember.arange(9).view(3, 3).diagonal().tolist(), [0, 4, 8])
         self.assertEqual(ember.trace(ember.arange(9.0).view(3, 3)).item(), 12.0)
+        self.assertEqual(ember.unique(ember.tensor([3, 1, 3, 2])).tolist(), [1, 2, 3])
+        vals, inv, counts = ember.tensor([3, 1, 3]).unique(return_inverse=True, return_counts=True)
+        self.assertEqual((vals.tolist(), inv.tolist(), counts.tolist()), ([1, 3], [1, 0, 1], [1, 2]))
+        self.assertEqual([x.item() for x in reversed(ember.arange(3))], [2, 1, 0])
+        x = ember.tensor([3.0, 1.0, 2.0], requires_grad=True)
+        x.sort().values.sum().backward()  # values are differentiable (gather)
+        self.assertEqual(x.grad.tolist(), [1.0, 1.0, 1.0])
+        self.assertEqual(ember.finfo(ember.float32).eps, 2 ** -23)
+        self.assertEqual(ember.finfo(ember.float16).max, 65504.0)
+        self.assertEqual((ember.iinfo(ember.int8).min, ember.iinfo(ember.uint8).max), (-128, 255))
 
     def test_fill_copy_random_inplace(self):
         t = ember.empty(2, 2)
