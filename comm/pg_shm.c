@@ -13,7 +13,9 @@
  * the mappings, so even SIGKILL of every rank leaves nothing in /dev/shm.
  * Every failing setup path unlinks too and tells the others (the store key
  * "shm/error", the segment's ready flag), so nobody waits for a peer that
- * gave up.
+ * gave up. The one window left — every rank killed between the creation
+ * and the last mapping — is swept by the next group's rank 0: it removes
+ * ember segments whose setup never finished and whose creator is dead.
  *
  * Layout (offsets in the header; every region cache-line or page aligned):
  *   header       magic, layout parameters, attach/ready counters, the
@@ -76,6 +78,7 @@
  * Test hook: em__pg_shm_set_test_free_bytes(n) makes the /dev/shm check
  * see n free bytes (n < 0: the real figure). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1320,7 +1323,44 @@ static void setup_fail(shm *x, em_store *store, bool have_name) {
   em__set_error(st, "%s", msg);
 }
 
+/* Removes ember segments whose setup never finished and whose creator is
+ * dead (every rank SIGKILLed between creation and the last mapping — the
+ * only window in which a name exists). A segment of a live job, or one we
+ * cannot judge (another pid namespace, not ours), is left alone. */
+static void sweep_stale(void) {
+  DIR *d = opendir(SHM_DIR);
+  if (!d) return;
+  uint64_t myns = pidns_inode();
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strncmp(e->d_name, "ember-", 6) != 0) continue;
+    char name[300];
+    snprintf(name, sizeof name, "/%s", e->d_name);
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd < 0) continue;
+    struct stat sb;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &sb) == 0 && sb.st_uid == geteuid() && (size_t)sb.st_size >= PAGE)
+      p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) continue;
+    const seg_header *h = p;
+    bool stale = false;
+    if (h->magic == SHM_MAGIC && h->version == SHM_VERSION && atomic_load(&h->ready) == 0 &&
+        h->off_rank + sizeof(seg_rank) <= PAGE) {
+      const seg_rank *r0 = (const seg_rank *)((const char *)p + h->off_rank);
+      pid_t pid = (pid_t)atomic_load(&r0->pid);
+      stale = pid > 0 && atomic_load(&r0->pidns) == myns && myns != 0 && kill(pid, 0) != 0 &&
+              errno == ESRCH;
+    }
+    munmap(p, PAGE);
+    if (stale) shm_unlink(name);
+  }
+  closedir(d);
+}
+
 static em_status create_segment(shm *x, const em_pg_backend_init *in) {
+  sweep_stale();
   seg_header h = {0};
   h.small_cap = DEF_SMALL_CAP;
   size_t minstep = align_up((size_t)x->size * LINE * 4, PAGE);
@@ -1506,7 +1546,7 @@ em_status em__pg_shm_create(const em_pg_backend_init *in, void **ctx,
   }
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   x->oversub = ncpu > 0 && in->size > ncpu;
-  x->spin_ns = x->oversub ? 2000 : 50000;
+  x->spin_ns = (int64_t)env_bytes("EMBER_SHM_SPIN_NS", x->oversub ? 2000 : 50000, 0, 100000000);
   if (in->size == 1) {
     *ctx = x;
     *ops = &shm_ops;

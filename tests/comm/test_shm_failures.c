@@ -71,7 +71,7 @@ static int body_killed(em_store *store, int rank, int world, void *arg) {
               em_status_name(st), em_last_error());
       C_CHECK(strstr(em_last_error(), "rank 2 (pid") && strstr(em_last_error(), "died"),
               "%s: the error does not name the dead rank: %s", mode_names[mode], em_last_error());
-      C_CHECK(t < 3000, "%s: noticed the death only after %lld ms", mode_names[mode],
+      C_CHECK(t < 5000, "%s: noticed the death only after %lld ms", mode_names[mode],
               (long long)t);
       /* the group stays broken */
       C_CHECK(one_op(&b, M_SMALL, buf, n) == EM_ERR_COMM, "a broken group ran a collective");
@@ -89,7 +89,7 @@ EM_TEST(shm_killed_rank_is_named) {
     t_new_group_name("kill");
     t_exits_expected = 2;
     int codes[T_MAX_RANKS] = {0};
-    bool ok = t_run_ranks_kill(3, body_killed, &mode, 30000, codes, VICTIM, 400);
+    bool ok = t_run_ranks_kill(3, body_killed, &mode, 30000, codes, VICTIM, 1500);
     t_exits_expected = 0;
     ASSERT_TRUE(ok);
     if (codes[0] || codes[1]) EM_FAILF("%s: survivors exited %d, %d", mode_names[mode], codes[0], codes[1]);
@@ -121,11 +121,44 @@ static int body_forever(em_store *store, int rank, int world, void *arg) {
 EM_TEST(shm_sigkill_everyone_leaves_nothing) {
   t_new_group_name("killall");
   int codes[T_MAX_RANKS] = {0};
-  bool ok = t_run_ranks_kill(3, body_forever, NULL, 30000, codes, T_KILL_ALL, 400);
+  bool ok = t_run_ranks_kill(3, body_forever, NULL, 30000, codes, T_KILL_ALL, 1500);
   ASSERT_TRUE(ok);
   for (int r = 0; r < 3; r++) ASSERT_EQ(codes[r], 128 + SIGKILL);
   char first[256];
   if (t_shm_leftovers(t_group, first, sizeof first)) EM_FAILF("left /dev/shm/%s", first);
+}
+
+/* Every rank killed during setup, before the last one mapped the segment:
+ * the name is still there, and the next group's rank 0 sweeps it away (its
+ * setup never finished and its creator is dead). */
+static int body_stuck_setup(em_store *store, int rank, int world, void *arg) {
+  (void)arg;
+  if (rank == 1) t_sleep(100000); /* never arrives */
+  t_be b;
+  em_status st = t_be_create(&b, "shm", store, rank, world, NULL, 30000);
+  if (st == EM_OK) t_be_destroy(&b);
+  return 1;
+}
+
+static int body_simple(em_store *store, int rank, int world, void *arg) {
+  (void)arg;
+  t_be b;
+  C_OK(t_be_create(&b, "shm", store, rank, world, NULL, 30000));
+  C_RUN(s_allreduce(&b, EM_FLOAT32, EM_REDUCE_SUM, 100, true));
+  t_be_destroy(&b);
+  return 0;
+}
+
+EM_TEST(shm_stale_setup_segment_is_swept) {
+  t_new_group_name("stuck");
+  char old[64], first[256];
+  snprintf(old, sizeof old, "%s", t_group);
+  int codes[T_MAX_RANKS] = {0};
+  ASSERT_TRUE(t_run_ranks_kill(2, body_stuck_setup, NULL, 30000, codes, T_KILL_ALL, 2000));
+  ASSERT_EQ(t_shm_leftovers(old, first, sizeof first), 1);
+  t_new_group_name("sweeper");
+  ASSERT_RANKS_OK(2, body_simple, NULL, 30000);
+  if (t_shm_leftovers(old, first, sizeof first)) EM_FAILF("/dev/shm/%s was not swept", first);
 }
 
 /* /dev/shm too small: rank 0 refuses with the figures, the others learn it
@@ -146,7 +179,7 @@ static int body_noshm(em_store *store, int rank, int world, void *arg) {
                 strstr(em_last_error(), "/dev/shm has 1.0 MiB free"),
             "%s: %s", em_status_name(st), em_last_error());
   }
-  C_CHECK(t_ms() - t0 < 5000, "took %lld ms", (long long)(t_ms() - t0));
+  C_CHECK(t_ms() - t0 < 10000, "took %lld ms (the timeout is 30 s)", (long long)(t_ms() - t0));
   return 0;
 }
 
@@ -175,7 +208,7 @@ static int body_timeout(em_store *store, int rank, int world, void *arg) {
     c.count = 20000;
     C_ERR(t_be_run(&b, c), EM_ERR_TIMEOUT, "timed out waiting for rank 1");
     int64_t t = t_ms() - t0;
-    C_CHECK(t >= 190 && t < 1500, "timed out after %lld ms", (long long)t);
+    C_CHECK(t >= 190 && t < 5000, "timed out after %lld ms", (long long)t);
     C_CHECK(strstr(em_last_error(), "allreduce(float32, 20000 elements"), "%s", em_last_error());
     em_store_set(store, "t/timed_out", "1", 1);
   } else {
@@ -226,7 +259,7 @@ static int body_abort(em_store *store, int rank, int world, void *arg) {
     pthread_join(th, NULL);
     C_CHECK(a.st == EM_ERR_COMM && strstr(em_last_error(), ""), "aborted run returned %s",
             em_status_name(a.st));
-    C_CHECK(a.took < 1000, "abort took %lld ms to be noticed", (long long)a.took);
+    C_CHECK(a.took < 5000, "abort took %lld ms to be noticed", (long long)a.took);
     em_store_set(store, "t/aborted", "1", 1);
   } else {
     const char *k = "t/aborted";
