@@ -146,6 +146,7 @@ typedef struct em_iter {
   int64_t shape[EM_MAX_DIMS];                          /* [0] innermost */
   int64_t strides[EM_MAX_DIMS][EM_ITER_MAX_OPERANDS];  /* bytes, [dim][operand] */
   char *data[EM_ITER_MAX_OPERANDS];
+  em_device device; /* the operands' device: em__iter_run hands CUDA ones to core/cuda */
 } em_iter;
 
 /* A 1-D inner loop over n elements: data[k] points at operand k's first

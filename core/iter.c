@@ -4,10 +4,14 @@
 #include <stdlib.h>
 
 #include "core/core_impl.h"
+#ifdef EMBER_CUDA
+#include "core/cuda/cuda_impl.h"
+#endif
 
 void em__iter_init(em_iter *it, int n, em_tensor *const *ops, int ndim, const int64_t *shape) {
   assert(n >= 1 && n <= EM_ITER_MAX_OPERANDS);
   it->nops = n;
+  it->device = ops[0]->device;
   for (int k = 0; k < n; k++) it->data[k] = ops[k]->numel ? em__data_ptr(ops[k]) : NULL;
   /* innermost first, dropping size-1 dims */
   int nd = 0;
@@ -128,6 +132,15 @@ static void run_tiles(void *ctx, int64_t b, int64_t e) {
 
 void em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_t grain) {
   if (it->numel == 0) return;
+#ifdef EMBER_CUDA
+  /* CUDA device branch (core/cuda/cuda_impl.h): the table entry is then an
+   * emcu_elem_fn, launched once over the whole iteration. A launch error
+   * stays in em_last_error(); run_into below reports it as its status. */
+  if (it->device.type == EM_CUDA) {
+    (void)em__cuda_iter_run(it->device.index, (void *)fn, it, a);
+    return;
+  }
+#endif
   if (transposing(it)) {
     tile_ctx c = {it, fn, a};
     int64_t blocks = (it->shape[1] + TILE - 1) / TILE;
@@ -255,6 +268,12 @@ static em_status run_into(em_op op, em_dtype key, em_tensor *out, int nin,
   }
   em_iter it;
   em__iter_init(&it, nin + 1, ops, nd, shape);
+#ifdef EMBER_CUDA
+  if (it.device.type == EM_CUDA) { /* CUDA: the launch status is the op's */
+    st = it.numel ? em__cuda_iter_run(it.device.index, (void *)fn, &it, a) : EM_OK;
+    goto done;
+  }
+#endif
   em__iter_run(&it, fn, a, grain);
 done:
   for (int i = 0; i < nin; i++) em_tensor_release(tmp[i]);
@@ -266,6 +285,19 @@ em_tensor *em__elementwise(em_op op, em_dtype key, em_dtype out_dtype, int nin,
                            const em_op_attrs *a, int64_t grain) {
   int nd;
   int64_t shape[EM_MAX_DIMS];
+#ifdef EMBER_CUDA
+  /* CUDA: CPU 0-dim operands (wrapped numbers) join a CUDA op as copies on
+   * its device, as in PyTorch. */
+  em_device cdev;
+  if (em__cuda_mixed_scalars(nin, in, &cdev)) {
+    em_tensor *use[EM_ITER_MAX_OPERANDS], *tmp[EM_ITER_MAX_OPERANDS] = {0};
+    em_tensor *r = NULL;
+    if (em__cuda_scalars_to_device(nin, in, cdev, use, tmp) == EM_OK)
+      r = em__elementwise(op, key, out_dtype, nin, use, in_dtypes, a, grain);
+    for (int i = 0; i < nin; i++) em_tensor_release(tmp[i]);
+    return r;
+  }
+#endif
   if (em__check_same_device(em__op_name(op), nin, in)) return NULL;
   if (broadcast_tensors(em__op_name(op), nin, in, &nd, shape)) return NULL;
   em_tensor *out = em_tensor_empty_on(nd, shape, out_dtype, in[0]->device);
@@ -282,6 +314,16 @@ em_status em__elementwise_into(em_op op, em_dtype key, em_tensor *out, int nin,
                                const em_op_attrs *a, int64_t grain) {
   int nd;
   int64_t shape[EM_MAX_DIMS];
+#ifdef EMBER_CUDA
+  em_device cdev; /* CUDA: as in em__elementwise */
+  if (out->device.type == EM_CUDA && em__cuda_mixed_scalars(nin, in, &cdev)) {
+    em_tensor *use[EM_ITER_MAX_OPERANDS], *tmp[EM_ITER_MAX_OPERANDS] = {0};
+    em_status st = em__cuda_scalars_to_device(nin, in, out->device, use, tmp);
+    if (st == EM_OK) st = em__elementwise_into(op, key, out, nin, use, in_dtypes, a, grain);
+    for (int i = 0; i < nin; i++) em_tensor_release(tmp[i]);
+    return st;
+  }
+#endif
   em_tensor *all[EM_ITER_MAX_OPERANDS] = {out};
   for (int i = 0; i < nin; i++) all[i + 1] = in[i];
   EM_CHECK(em__check_same_device(em__op_name(op), nin + 1, all));

@@ -45,12 +45,21 @@ static void storage_init(em_storage *s, em_device dev, size_t nbytes) {
   s->data = NULL;
 }
 
+/* Default allocators of the other device types, installed at load time by
+ * their backend (core/cuda/register.c: the CUDA caching allocator). */
+em_allocator *em__device_allocators[EM_DEVICE_TYPE_COUNT];
+
 em_storage *em_storage_create(em_allocator *a, size_t nbytes, em_device dev) {
   if (!a) {
-    if (dev.type != EM_CPU)
-      return EM_FAIL(EM_ERR_DEVICE, "storage: no allocator registered for device type %d",
-                     dev.type);
-    a = &cpu_allocator;
+    if (dev.type != EM_CPU) {
+      a = dev.type > EM_CPU && dev.type < EM_DEVICE_TYPE_COUNT ? em__device_allocators[dev.type]
+                                                               : NULL;
+      if (!a)
+        return EM_FAIL(EM_ERR_DEVICE, "storage: no allocator registered for device type %d",
+                       dev.type);
+    } else {
+      a = &cpu_allocator;
+    }
   }
   if (a == &cpu_allocator && nbytes < EM_CPU_CACHE_MIN) {
     void *block = NULL;

@@ -20,6 +20,9 @@
 #include "autograd/autograd.h"
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#ifdef EMBER_CUDA
+#include "core/cuda/cuda_nn.h" /* CUDA tensors: cuDNN (see the CUDA blocks below) */
+#endif
 
 /* The problem in 4-D terms. For a transposed convolution x is
  * [N, Cin, H, W] and the output [N, Cout, OH, OW] is the "image" of the
@@ -152,9 +155,50 @@ static em_dtype compute_dtype(em_dtype dt) { return dt == EM_FLOAT64 ? EM_FLOAT6
 
 /* ---- computing ------------------------------------------------------------------------ */
 
+#ifdef EMBER_CUDA
+/* ---- CUDA: the same problem on cuDNN (core/cuda/cuda_nn.h) -------------------------------- */
+static em_cuda_conv_geom cuda_geom(const conv_geom *g) {
+  return (em_cuda_conv_geom){g->transposed, g->N,  g->Cin, g->H,  g->W,  g->Cout,
+                             g->OH,         g->OW, g->kh,  g->kw, g->sh, g->sw,
+                             g->ph,         g->pw, g->dh,  g->dw, g->groups};
+}
+
+static em_tensor *cuda_conv_forward(const conv_geom *g, em_tensor *x, em_tensor *w, em_tensor *b) {
+  em_cuda_conv_geom cg = cuda_geom(g);
+  em_dtype dt = (em_dtype)x->dtype;
+  em_tensor *xc = as_compute(x, dt), *wc = xc ? as_compute(w, dt) : NULL;
+  em_tensor *bc = wc && b ? as_compute(b, dt) : NULL;
+  em_tensor *y = wc && (!b || bc) ? em__cuda_conv2d_forward(&cg, xc, wc, bc) : NULL;
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc);
+  return y;
+}
+
+static em_status cuda_conv_backward(const conv_geom *g, em_tensor *x, em_tensor *w, em_tensor *go,
+                                    bool need_x, bool need_w, bool need_b, int nin,
+                                    em_tensor **grad_in) {
+  em_cuda_conv_geom cg = cuda_geom(g);
+  em_dtype dt = (em_dtype)go->dtype;
+  em_tensor *goc = as_compute(go, dt), *xc = x ? as_compute(x, dt) : NULL;
+  em_tensor *wc = w ? as_compute(w, dt) : NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  em_status st = !goc || (x && !xc) || (w && !wc)
+                     ? em_last_status()
+                     : em__cuda_conv2d_backward(&cg, xc, wc, goc, need_x ? &dx : NULL,
+                                                need_w ? &dw : NULL, need_b ? &db : NULL);
+  em_tensor_release(goc), em_tensor_release(xc), em_tensor_release(wc);
+  if (st) return st;
+  grad_in[0] = dx;
+  grad_in[1] = dw;
+  if (nin > 2) grad_in[2] = db;
+  return EM_OK;
+}
+#endif
+
 /* out = conv(x, w) + b for 4-D x and w of the same floating dtype; out
  * has x's dtype. */
 static em_tensor *conv_compute(const conv_geom *g, em_tensor *x, em_tensor *w, em_tensor *b) {
+#ifdef EMBER_CUDA
+  if (x->device.type == EM_CUDA) return cuda_conv_forward(g, x, w, b);
+#endif
   em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
   em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *out = NULL;
   em_status st = EM_OK;
@@ -220,6 +264,10 @@ static em_status conv_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
   em_tensor *x = NULL, *w = NULL;
   if (need_w && !(x = em_ag_ctx_saved(ctx, 0))) return em_last_status();
   if (need_x && !(w = em_ag_ctx_saved(ctx, 1))) return em_last_status();
+#ifdef EMBER_CUDA
+  if (go->device.type == EM_CUDA)
+    return cuda_conv_backward(g, x, w, go, need_x, need_w, need_b, nin, grad_in);
+#endif
   em_dtype cdt = compute_dtype((em_dtype)go->dtype);
   em_tensor *goc = NULL, *xc = NULL, *wc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
   em_status st = EM_OK;
@@ -339,8 +387,13 @@ static em_status conv_check(const char *op, int spatial, bool transposed, em_ten
   if (b && b->dtype != x->dtype)
     return em__set_error(EM_ERR_DTYPE, "%s: Input type (%s) and bias type (%s) should be the same",
                          op, cpp_type_name(xdt), cpp_type_name((em_dtype)b->dtype));
-  if (!em_device_eq(x->device, EM_DEVICE_CPU) || !em_device_eq(w->device, EM_DEVICE_CPU) ||
-      (b && !em_device_eq(b->device, EM_DEVICE_CPU)))
+  bool on_cuda = false; /* CUDA: input, weight and bias on one CUDA device run on cuDNN */
+#ifdef EMBER_CUDA
+  on_cuda = x->device.type == EM_CUDA && em_device_eq(w->device, x->device) &&
+            (!b || em_device_eq(b->device, x->device));
+#endif
+  if (!on_cuda && (!em_device_eq(x->device, EM_DEVICE_CPU) || !em_device_eq(w->device, EM_DEVICE_CPU) ||
+                   (b && !em_device_eq(b->device, EM_DEVICE_CPU))))
     return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
   /* channels and groups */
   int64_t w0 = w->shape[0], w1 = w->shape[1];

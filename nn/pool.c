@@ -21,6 +21,9 @@
 #include "autograd/autograd.h"
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#ifdef EMBER_CUDA
+#include "core/cuda/cuda_nn.h" /* CUDA tensors: GPU kernels (see the CUDA blocks below) */
+#endif
 
 em_tensor *em__convert(em_tensor *t, em_dtype dt); /* core/ops_copy.c */
 
@@ -279,9 +282,68 @@ static int out_shape(const pool_geom *g, int64_t *s) {
   return g->ndim;
 }
 
+#ifdef EMBER_CUDA
+/* ---- CUDA: the same windows on the GPU (core/cuda/cuda_nn.h), over the
+ * [planes, H, W] view ---------------------------------------------------------------------- */
+static em_cuda_pool_geom cuda_geom(const pool_geom *g) {
+  em_cuda_pool_kind k = g->kind == POOL_MAX   ? EM_CUDA_POOL_MAX
+                        : g->kind == POOL_AVG ? EM_CUDA_POOL_AVG
+                                              : EM_CUDA_POOL_ADAPTIVE;
+  return (em_cuda_pool_geom){k,     g->planes, g->H,  g->W,  g->OH, g->OW, g->kh, g->kw,
+                             g->sh, g->sw,     g->ph, g->pw, g->dh, g->dw, g->count_include_pad};
+}
+
+/* t (contiguous) viewed as [a, b, c] / back as nd dims of shape s. */
+static em_tensor *view3(em_tensor *t, int64_t a, int64_t b, int64_t c) {
+  em_tensor *ct = em_tensor_contiguous(t);
+  em_tensor *v = ct ? em_tensor_view(ct, EM_DIMS(a, b, c)) : NULL;
+  em_tensor_release(ct);
+  return v;
+}
+
+static em_status cuda_pool_forward(const pool_geom *g, em_tensor *x, em_tensor **y, em_tensor **idx) {
+  em_cuda_pool_geom cg = cuda_geom(g);
+  int64_t s[4];
+  int nd = out_shape(g, s);
+  em_tensor *x3 = view3(x, g->planes, g->H, g->W), *y3 = NULL, *i3 = NULL;
+  em_status st = x3 ? em__cuda_pool2d_forward(&cg, x3, &y3, idx ? &i3 : NULL) : em_last_status();
+  em_tensor_release(x3);
+  if (st) return st;
+  *y = em_tensor_view(y3, nd, s);
+  if (idx) *idx = i3 ? em_tensor_view(i3, nd, s) : NULL;
+  em_tensor_release(y3), em_tensor_release(i3);
+  if (!*y || (idx && i3 && !*idx)) {
+    em_tensor_release(*y);
+    if (idx) em_tensor_release(*idx);
+    return em_last_status();
+  }
+  return EM_OK;
+}
+
+static em_status cuda_pool_backward(const pool_geom *g, em_tensor *gy, em_tensor *idx,
+                                    em_tensor **gx) {
+  em_cuda_pool_geom cg = cuda_geom(g);
+  int64_t s[4];
+  int nl = g->ndim - 2;
+  for (int i = 0; i < nl; i++) s[i] = g->lead[i];
+  s[nl] = g->H, s[nl + 1] = g->W;
+  em_tensor *gy3 = view3(gy, g->planes, g->OH, g->OW), *i3 = idx ? view3(idx, g->planes, g->OH, g->OW) : NULL;
+  em_tensor *gx3 = NULL;
+  em_status st = gy3 && (!idx || i3) ? em__cuda_pool2d_backward(&cg, gy3, i3, &gx3) : em_last_status();
+  em_tensor_release(gy3), em_tensor_release(i3);
+  if (st) return st;
+  *gx = em_tensor_view(gx3, g->ndim, s);
+  em_tensor_release(gx3);
+  return *gx ? EM_OK : em_last_status();
+}
+#endif
+
 /* y = pool(x) (and the argmax indices for max pooling when idx is not
  * NULL); y has x's dtype. */
 static em_status pool_compute(const pool_geom *g, em_tensor *x, em_tensor **y, em_tensor **idx) {
+#ifdef EMBER_CUDA
+  if (x->device.type == EM_CUDA) return cuda_pool_forward(g, x, y, idx);
+#endif
   em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
   int64_t s[4];
   int nd = out_shape(g, s);
@@ -346,6 +408,9 @@ static em_status pool_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
   if (!gy || !em_ag_ctx_needs_input_grad(ctx, 0)) return EM_OK;
   em_tensor *idx = NULL;
   if (g->kind == POOL_MAX && !(idx = em_ag_ctx_saved(ctx, 0))) return em_last_status();
+#ifdef EMBER_CUDA
+  if (gy->device.type == EM_CUDA) return cuda_pool_backward(g, gy, idx, &grad_in[0]);
+#endif
   em_dtype cdt = compute_dtype((em_dtype)gy->dtype);
   em_tensor *gyc = as_compute(gy, cdt);
   if (!gyc) return em_last_status();
@@ -436,7 +501,11 @@ static em_status check_input(const char *op, em_tensor *x, bool max) {
   if (!em_dtype_is_float((em_dtype)x->dtype))
     return em__set_error(EM_ERR_DTYPE, "%s: \"%s\" not implemented for '%s'", op, op,
                          torch_type_name((em_dtype)x->dtype));
-  if (!em_device_eq(x->device, EM_DEVICE_CPU))
+  bool on_cuda = false; /* CUDA tensors run the GPU kernels */
+#ifdef EMBER_CUDA
+  on_cuda = x->device.type == EM_CUDA;
+#endif
+  if (!on_cuda && !em_device_eq(x->device, EM_DEVICE_CPU))
     return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
   return EM_OK;
 }

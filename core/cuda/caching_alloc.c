@@ -291,6 +291,7 @@ em_status em__calloc_malloc(em__calloc *a, size_t request, void *stream, em__cbl
     }
   }
   b->allocated = true;
+  b->owner = a;
   b->requested = request;
   a->st.allocated += b->size;
   a->st.requested += request;

@@ -70,6 +70,7 @@ struct em__cblock {
   size_t requested; /* what the caller asked for */
   void *stream;     /* the stream it belongs to */
   /* internal: */
+  em__calloc *owner;         /* the allocator it came from */
   int pool;                  /* 0 small, 1 large */
   bool allocated, in_bin;
   int pending_events;        /* events to wait for before reuse */

@@ -79,6 +79,7 @@ typedef cudaError_t (*emcu_elem_fn)(const emcu_iter *it, const emcu_attrs *a, cu
   X(BINARY_logical_xor, emcu_logical_xor) X(BINARY_bitwise_and, emcu_bitwise_and)          \
   X(BINARY_bitwise_or, emcu_bitwise_or) X(BINARY_bitwise_xor, emcu_bitwise_xor)            \
   X(EQ, emcu_eq) X(NE, emcu_ne) X(LT, emcu_lt) X(LE, emcu_le) X(GT, emcu_gt) X(GE, emcu_ge) \
+  X(RELU_BACKWARD, emcu_relu_backward)                                                     \
   X(WHERE, emcu_where) X(LERP, emcu_lerp) X(ADDCMUL, emcu_addcmul) X(ADDCDIV, emcu_addcdiv) \
   X(GATHER, emcu_gather) X(SCATTER, emcu_scatter) X(SCATTER_VALUE, emcu_scatter_value)     \
   X(SCATTER_ADD, emcu_scatter_add) X(MASKED_FILL, emcu_masked_fill)
@@ -110,8 +111,11 @@ typedef enum emcu_reduce_op {
 
 /* True when the op has a kernel for input dtype dt. */
 bool emcu_reduce_supported(emcu_reduce_op op, em_dtype dt);
-/* tmp: scratch of at least nout doubles (var/std/logsumexp). */
-cudaError_t emcu_reduce(emcu_reduce_op op, em_dtype dt, const emcu_reduce_args *r, double *tmp,
+/* Bytes of device scratch emcu_reduce needs for r (0: none). Large
+ * reductions into few outputs are split across blocks in two passes
+ * through it; var/std/logsumexp keep a per-output center there. */
+size_t emcu_reduce_scratch(emcu_reduce_op op, const emcu_reduce_args *r);
+cudaError_t emcu_reduce(emcu_reduce_op op, em_dtype dt, const emcu_reduce_args *r, void *scratch,
                         cudaStream_t s);
 
 /* Along a dim of a contiguous [outer, D, inner] tensor into out of the same
@@ -146,9 +150,28 @@ bool emcu_rows_scatter_supported(em_dtype dt, bool accumulate);
 cudaError_t emcu_rows_scatter(em_dtype dt, char *dst, const char *vals, const emcu_rows *r,
                               bool accumulate, bool scalar, em_scalar alpha, cudaStream_t s);
 
-/* ---- small helpers used by the nccl backend ---------------------------------------------- */
-/* buf[i] /= divisor for n elements of an integer dtype (truncating). */
+/* ---- 2-D pooling (nn/pool.c's windows) --------------------------------------------------------
+ * kind 0 max (NaN wins; idx: flat h*W + w of the max, may be NULL), 1 avg,
+ * 2 adaptive avg. x [planes, H, W], y [planes, OH, OW], contiguous, of
+ * float32 (single) or float64 (double). Backward: gx (zeroed here)
+ * accumulates gy through idx (max) or over the windows (avg). */
+typedef struct emcu_pool {
+  int kind;
+  int64_t planes, H, W, OH, OW;
+  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+  bool count_include_pad;
+} emcu_pool;
+cudaError_t emcu_pool2d_forward(const emcu_pool *g, bool dbl, const void *x, void *y, int64_t *idx,
+                                cudaStream_t s);
+cudaError_t emcu_pool2d_backward(const emcu_pool *g, bool dbl, const void *gy, const int64_t *idx,
+                                 void *gx, cudaStream_t s);
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+/* buf[i] /= divisor for n elements of an integer dtype (truncating; the
+ * nccl backend's integer avg). */
 cudaError_t emcu_div_trunc(void *buf, int64_t n, em_dtype dt, int64_t divisor, cudaStream_t s);
+/* buf[i] *= beta for n elements of a float dtype (matmul with k == 0). */
+cudaError_t emcu_scale(void *buf, int64_t n, em_dtype dt, double beta, cudaStream_t s);
 
 /* ember functions the kernels' host code uses (core/tensor.c). */
 void em__store_scalar(void *p, em_dtype dt, em_scalar v);

@@ -1,0 +1,56 @@
+/* CUDA entries of the shape family (signatures: core/cpu/shape.c).
+ *
+ *   CAT:    void (char *out, int64_t outer, int64_t out_row, int n,
+ *                 char *const *src, const int64_t *row)
+ *     input k ([outer, row[k]] bytes, contiguous) lands at byte
+ *     sum(row[0..k)) of each out row: one cudaMemcpy2DAsync per input.
+ *   REPEAT: void (char *out, const char *src, int nd, const int64_t *shape,
+ *                 const int64_t *reps, int64_t esize): one kernel.
+ * Both only move bytes, so one function serves every dtype. The family's
+ * kernels return nothing: a failed launch leaves its error in
+ * em_last_error() (and the next synchronising call fails). */
+#include "core/cuda/cuda_impl.h"
+
+/* The device of a pointer the kernel is given (the front end allocated it
+ * on the op's device, which is then the thread's current one after the
+ * last em__cuda_enter; ask the driver to be sure). */
+static int device_of(const void *p) {
+  struct cudaPointerAttributes at;
+  if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return em_cuda_current_device();
+  }
+  return at.device;
+}
+
+static void cat_cuda(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
+                     const int64_t *row) {
+  cudaStream_t s;
+  if (outer == 0 || em__cuda_enter(device_of(out), &s)) return;
+  int64_t col = 0;
+  for (int k = 0; k < n; k++) {
+    if (row[k] > 0) {
+      cudaError_t err = cudaMemcpy2DAsync(out + col, (size_t)out_row, src[k], (size_t)row[k],
+                                          (size_t)row[k], (size_t)outer, cudaMemcpyDeviceToDevice, s);
+      if (err != cudaSuccess) {
+        em__cuda_error(err, "cat: copy of input %d", k);
+        return;
+      }
+    }
+    col += row[k] > 0 ? row[k] : 0;
+  }
+}
+
+static void repeat_cuda(char *out, const char *src, int nd, const int64_t *shape,
+                        const int64_t *reps, int64_t esize) {
+  cudaStream_t s;
+  if (em__cuda_enter(device_of(out), &s)) return;
+  em__cuda_check_launch(emcu_repeat(out, src, nd, shape, reps, esize, s), "repeat");
+}
+
+void em__cuda_register_shape(void) {
+  for (int dt = 0; dt < EM_DTYPE_COUNT; dt++) {
+    em__register_kernel(EM_OP_CAT, EM_CUDA, (em_dtype)dt, (void *)cat_cuda);
+    em__register_kernel(EM_OP_REPEAT, EM_CUDA, (em_dtype)dt, (void *)repeat_cuda);
+  }
+}
