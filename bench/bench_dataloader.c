@@ -5,51 +5,62 @@
  * (x/255 - mean)/std — batch 64, shuffle, at num_workers 0, 1 and 2, for
  * ember's DataLoader next to torch.utils.data.DataLoader (PyTorch 1.13,
  * bench/bench_dataloader_torch.py run with /usr/bin/python3) doing the
- * same work in the same run. Plus the peak memory of the main process and
- * its workers.
+ * same work in the same run; plus the memory and CPU time of the main
+ * process and its workers.
  *
- *   build/bench/bench_dataloader [--epochs N] [--workers 0,1,2] [--root DIR] [--no-torch]
+ *   build/bench/bench_dataloader [--epochs N] [--torch-epochs N] [--workers 0,1,2]
+ *                                [--root DIR] [--prefetch N] [--no-torch]
  *
  * The ember side is a C map-style dataset whose get callback augments one
- * sample (drawing its crop offsets and flip from the worker's default
- * generator, seeded base_seed + worker id by the loader) and returns
- * (image float32 [1, 28, 28], label int64, index int64); batches are made
- * by default_collate straight into the workers' shared-memory slots. The
- * torch side is a Dataset whose __getitem__ does what torchvision's
- * RandomCrop(28, padding=4), RandomHorizontalFlip(), ConvertImageDtype and
- * Normalize do on a uint8 tensor.
+ * sample (one randint draw from the worker's default generator, which the
+ * loader seeds base_seed + worker id, gives the crop offsets and the flip)
+ * and returns (image float32 [1, 28, 28], label int64, index int64);
+ * default_collate stacks them straight into the worker's shared-memory
+ * slot. The torch side is a Dataset whose __getitem__ does what
+ * torchvision's RandomCrop(28, padding=4), RandomHorizontalFlip(),
+ * ConvertImageDtype(float) and Normalize do to a uint8 tensor, and returns
+ * (image, label, index). Both loaders: batch_size 64, shuffle, default
+ * prefetch_factor (2; --prefetch changes ember's), non-persistent workers.
  *
  * Every epoch is checked, on both sides, so the benchmark cannot cheat:
- * every index 0..59999 arrives exactly once (the index field), the label
- * field matches the label file; on the ember side the first and last
- * batch of every epoch are also checked pixel by pixel: each image must be
- * exactly one of the 162 crop/flip variants of the sample it names, and
- * the variants must vary.
+ * every index 0..59999 arrives exactly once (the index field) and the
+ * label field matches the label file; on the ember side the first and
+ * last batch of every epoch are also checked pixel by pixel: each image
+ * must be exactly one of the 162 crop/flip variants of the sample it
+ * names, and the variants must vary.
  *
- * Time: median over N epochs (default 2) of the wall time of one epoch,
- * from creating the iterator (which forks the workers) to the end of the
- * pass, both sides alike.
+ * Time: median over N epochs (ember 3, torch 1 by default: torch's epochs
+ * are 40x longer) of the wall time of one epoch, from creating the
+ * iterator (which forks the workers) to the end of the pass (workers
+ * reaped), less the time of the checks and memory probes in it.
  *
  * Memory, both sides alike, two figures per configuration:
- *   peak RSS  sum of VmHWM (peak resident set) from /proc/<pid>/status of
+ *   peak      sum of VmHWM (peak resident set) from /proc/<pid>/status of
  *             the main process and of every worker, read at the last batch
  *             of each epoch (workers still alive); the main process's peak
  *             is reset before each configuration (echo 5 >
  *             /proc/self/clear_refs). Pages shared between processes (the
- *             dataset, inherited copy-on-write by fork; the batch rings;
- *             a Python interpreter's heap) count once per process that
- *             maps them, so this sum grows by about the main process's
- *             size with every worker even when nothing is copied.
- *   PSS       sum of Pss (/proc/<pid>/smaps_rollup: each shared page
- *             divided among the processes that map it), sampled every 128
- *             batches and at the last batch; the largest sum seen. This is
- *             the physical memory the process tree really uses.
- * Targets (issue 7): ember >= 5x torch's samples/s at every worker count;
- * more ember workers never slower than fewer; ember's memory (PSS) not
- * growing with workers beyond the rings (each worker owns
- * prefetch_factor + 1 = 3 slots). Rows that miss are marked MISS.
+ *             dataset and everything else inherited copy-on-write by fork,
+ *             libraries, the batch rings) count once per process mapping
+ *             them, so this sum grows by about the main process's size
+ *             with every worker even when nothing is copied.
+ *   PSS       sum of Pss_Anon + Pss_Shmem (/proc/<pid>/smaps_rollup: every
+ *             shared page divided among the processes that map it;
+ *             file-backed pages — library code, shared with unrelated
+ *             processes — left out), sampled every 128 batches and at the
+ *             last one; the largest sum seen. The memory the process tree
+ *             really owns: what a worker adds shows here.
+ * CPU: user + system time per sample of the main process (RUSAGE_SELF)
+ * and of the workers (RUSAGE_CHILDREN: the loaders reap their workers at
+ * the end of each pass), less the checks and probes. Unlike samples/s it
+ * hardly depends on what else the machine runs.
  *
- * The machine is shared: the load average is printed with the table. */
+ * Targets (issue 7): ember >= 5x torch's samples/s at every worker count;
+ * more ember workers never slower than fewer; ember's memory not growing
+ * with workers beyond the rings (PSS per extra worker within its ring of
+ * prefetch_factor + 1 = 3 slots plus PROC_MB for the process itself).
+ * Misses are marked MISS. The load average is printed with the table:
+ * samples/s on a busy machine measure the scheduler as much as the code. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,18 +320,18 @@ static result run_ember(em_dl_dataset *ds, const fm *d, int workers, int epochs,
       if (done) break;
       got += check_batch(d, &b, seen, stamp);
       /* The pixel checks and memory probes are not timed. */
-      double p0 = now(), pc0 = cpu_self();
-      if (b.index == 0 || b.index == nb - 1) check_pixels(d, &b, used);
       if (b.index % 128 == 0 || b.index == nb - 1) {
+        double p0 = now(), pc0 = cpu_self();
+        if (b.index == 0 || b.index == nb - 1) check_pixels(d, &b, used);
         double pss = tree_mb(it, false);
         if (pss > r.pss_mb) r.pss_mb = pss;
+        if (b.index == nb - 1) {
+          double hwm = tree_mb(it, true);
+          if (hwm > r.hwm_mb) r.hwm_mb = hwm;
+        }
+        probe += now() - p0;
+        probe_cpu += cpu_self() - pc0;
       }
-      if (b.index == nb - 1) {
-        double hwm = tree_mb(it, true);
-        if (hwm > r.hwm_mb) r.hwm_mb = hwm;
-      }
-      probe += now() - p0;
-      probe_cpu += cpu_self() - pc0;
       batches++;
       em_dl_batch_release(&b);
     }
@@ -377,23 +388,25 @@ static bool run_torch(const char *root, int epochs, const char *wlist) {
 }
 
 int main(int argc, char **argv) {
-  int epochs = 2, prefetch = 0;
+  int epochs = 3, torch_epochs = 1, prefetch = 0;
   bool torch = true;
   const char *root = getenv("FASHION_MNIST") ? getenv("FASHION_MNIST") : "/usr/share/datasets/fashion-mnist";
   const char *wlist = "0,1,2";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--epochs") && i + 1 < argc) epochs = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--torch-epochs") && i + 1 < argc) torch_epochs = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--workers") && i + 1 < argc) wlist = argv[++i];
     else if (!strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
     else if (!strcmp(argv[i], "--prefetch") && i + 1 < argc) prefetch = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--no-torch")) torch = false;
     else {
-      fprintf(stderr, "usage: %s [--epochs N] [--workers 0,1,2] [--root DIR] [--prefetch N] [--no-torch]\n",
-              argv[0]);
+      fprintf(stderr, "usage: %s [--epochs N] [--torch-epochs N] [--workers 0,1,2] [--root DIR] "
+              "[--prefetch N] [--no-torch]\n", argv[0]);
       return 2;
     }
   }
   if (epochs < 1) epochs = 1;
+  if (torch_epochs < 1) torch_epochs = 1;
   int wk[MAXW + 1], nw = 0;
   for (const char *p = wlist; *p && nw <= MAXW;) {
     int w = atoi(p);
@@ -424,11 +437,12 @@ int main(int argc, char **argv) {
   if (!ds) die("dataset");
 
   printf("ember %s data-loading benchmark: Fashion-MNIST train (%lld images), random crop "
-         "(padding 4) + horizontal flip + normalise, batch %d, shuffle; median of %d epochs\n",
-         em_version(), (long long)d.n, BATCH, epochs);
+         "(padding 4) + horizontal flip + normalise, batch %d, shuffle; median of %d epochs "
+         "(torch: %d)%s\n", em_version(), (long long)d.n, BATCH, epochs, torch_epochs,
+         prefetch ? "; non-default prefetch_factor" : "");
   result er[MAXW + 1];
   for (int i = 0; i < nw; i++) er[wk[i]] = run_ember(ds, &d, wk[i], epochs, prefetch);
-  bool have_torch = torch && run_torch(root, epochs, wlist);
+  bool have_torch = torch && run_torch(root, torch_epochs, wlist);
   if (torch && !have_torch) printf("(PyTorch reference unavailable: is python3-torch installed?)\n");
   double la[3] = {0};
   if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
