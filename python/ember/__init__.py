@@ -178,6 +178,10 @@ _sys.modules["ember.backends"] = backends
 
 # ---- lazily imported sub-packages -------------------------------------------------------------
 
+# ember.__config__.show(): the build and run-time configuration (BLAS and
+# its kernels, threads, CUDA), as torch.__config__.show() prints PyTorch's.
+__config__ = _types.SimpleNamespace(show=_C._config, parallel_info=_C._config)
+
 _LAZY_MODULES = ("nn", "optim", "utils", "datasets", "distributed", "multiprocessing",
                  "serialization")
 # Names provided by sub-packages: ember.save/load come from ember.serialization.

@@ -400,5 +400,14 @@ class TestPickleCopy(unittest.TestCase):
             copy.deepcopy(t * 2)
 
 
+
+class TestConfig(unittest.TestCase):
+    def test_config_show(self):
+        text = ember.__config__.show()
+        self.assertIn("ember " + ember.__version__, text)
+        self.assertRegex(text, r"BLAS: OpenBLAS [0-9.]+ \(.*kernels")
+        self.assertIn("CPU threads: %d" % ember.get_num_threads(), text)
+
+
 if __name__ == "__main__":
     unittest.main()
