@@ -6,7 +6,9 @@
  * The parent process hosts the store; each rank is a forked child that
  * trains and writes its final parameters to a safetensors file; the parent
  * trains the single-process reference itself and compares. */
+#include <errno.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -210,16 +212,39 @@ static em_module *reference(const scenario *sc) {
   return m;
 }
 
-/* Forks world children running fn(rank, port, arg) against a store the
- * parent hosts; returns 1 when every child exits 0. */
+/* Forks a store process and world children running fn(rank, port, arg)
+ * against it; returns 1 when every child exits 0. The test process itself
+ * starts no thread: a child forked while another thread of the parent
+ * holds a lock (the allocator's under ASan) would inherit it held. */
 static int run_children(int world, int (*fn)(int rank, int port, const void *arg), const void *arg) {
-  em_store_server_options so = {0};
-  em_store_server *srv = em_store_server_start("127.0.0.1", 0, &so);
-  if (!srv) {
-    EM_FAILF("store server: %s", em_last_error());
+  int fds[2];
+  if (pipe(fds) != 0) {
+    EM_FAILF("pipe: %s", strerror(errno));
     return 0;
   }
-  int port = em_store_server_port(srv);
+  pid_t server = fork();
+  if (server == 0) {
+    close(fds[0]);
+    alarm(90);
+    em_store_server_options so = {0};
+    em_store_server *srv = em_store_server_start("127.0.0.1", 0, &so);
+    int port = srv ? em_store_server_port(srv) : -1;
+    if (!srv) fprintf(stderr, "store server: %s\n", em_last_error());
+    ssize_t n = write(fds[1], &port, sizeof port);
+    close(fds[1]);
+    if (!srv || n != (ssize_t)sizeof port) _exit(1);
+    pause(); /* until the parent is done with it */
+    _exit(0);
+  }
+  close(fds[1]);
+  int port = -1;
+  ssize_t n = server > 0 ? read(fds[0], &port, sizeof port) : -1;
+  close(fds[0]);
+  if (n != (ssize_t)sizeof port || port <= 0) {
+    EM_FAILF("the store process did not start");
+    if (server > 0) kill(server, SIGKILL), waitpid(server, NULL, 0);
+    return 0;
+  }
   pid_t pids[8];
   for (int r = 0; r < world; r++) {
     pids[r] = fork();
@@ -233,11 +258,13 @@ static int run_children(int world, int (*fn)(int rank, int port, const void *arg
     int status;
     waitpid(pids[r], &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      EM_FAILF("rank %d failed (status %d)", r, status);
+      EM_FAILF("rank %d failed (%s %d)", r, WIFEXITED(status) ? "exit status" : "signal",
+               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
       ok = 0;
     }
   }
-  em_store_server_destroy(srv);
+  kill(server, SIGTERM);
+  waitpid(server, NULL, 0);
   return ok;
 }
 

@@ -427,17 +427,23 @@ EM_TEST(thirty_two_clients_add_at_once) {
 }
 
 /* Forked processes, each its own client, add and then meet at a barrier
- * key; the parent hosts the server. */
+ * key; the parent hosts the server. They are forked before its thread
+ * starts (a fork while another thread holds a lock, such as ASan's
+ * allocator's, leaves the child with it held) and learn the port through
+ * a pipe. */
 EM_TEST(processes_add_and_meet) {
-  WITH_STORE(20000);
   enum { NPROC = 6, ADDS = 40 };
-  int port = em_store_server_port(srv);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
   pid_t pids[NPROC];
   int started = 0;
   for (; started < NPROC; started++) {
     pid_t pid = fork();
     if (pid < 0) break;
     if (pid == 0) {
+      close(fds[1]);
+      int port = -1;
+      if (read(fds[0], &port, sizeof port) != (ssize_t)sizeof port) _exit(9);
       em_store *c = t_client(port, "", 20000);
       int rc = c ? 0 : 10;
       int64_t last = 0, r = 0;
@@ -456,6 +462,12 @@ EM_TEST(processes_add_and_meet) {
     }
     pids[started] = pid;
   }
+  close(fds[0]);
+  WITH_STORE(20000);
+  int port = em_store_server_port(srv);
+  for (int i = 0; i < started; i++)
+    if (write(fds[1], &port, sizeof port) != (ssize_t)sizeof port) break;
+  close(fds[1]);
   int codes[NPROC];
   for (int i = 0; i < started; i++) codes[i] = t_reap(pids[i], 30000);
   ASSERT_EQ(started, NPROC);
