@@ -1,5 +1,6 @@
 """PyTorch 1.13 side of bench_train: the same models, batch and optimizer.
-Prints "<model> <threads> <median step ms>" for 1 and 2 threads."""
+Prints "<model> <threads> <median step ms>" for 1 and 2 threads (PyTorch's
+OpenMP pool and the OpenBLAS it calls both sized to that count)."""
 import statistics
 import sys
 import time
@@ -40,7 +41,24 @@ def time_steps(make):
     return statistics.median(times)
 
 
+def set_blas_threads(n):
+    """torch.set_num_threads sizes PyTorch's OpenMP pool only: the OpenBLAS
+    it calls for matmul (Debian's, through libblas.so.3) keeps a pool of
+    one thread per core. Sized here too, so "1 thread" means one core."""
+    import ctypes
+    for name in ("libblas.so.3", "libopenblas.so.0"):
+        try:
+            fn = getattr(ctypes.CDLL(name), "openblas_set_num_threads")
+        except (OSError, AttributeError):
+            continue
+        fn(n)
+        return True
+    return False
+
+
 for threads in (1, 2):
     torch.set_num_threads(threads)
+    if not set_blas_threads(threads):
+        print("warning: could not size OpenBLAS's threads", file=sys.stderr)
     print("cnn", threads, time_steps(cnn), flush=True)
     print("mlp", threads, time_steps(mlp), flush=True)
