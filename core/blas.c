@@ -177,6 +177,8 @@ static bool load_any(void) {
   return false;
 }
 
+static atomic_int threads_wanted, threads_applied; /* see ensure() */
+
 static void blas_init(void) {
   const char *user = getenv("OPENBLAS_CORETYPE");
   /* set but empty: OpenBLAS would quietly pick something; treat as unset */
@@ -229,6 +231,7 @@ static void blas_init(void) {
   snprintf(blas.info, sizeof blas.info, "%s (%s kernels, %s; self-check passed)", version,
            blas.corename ? blas.corename() : "unknown", how);
   if (blas.set_threads) blas.set_threads(em_get_num_threads());
+  atomic_store(&threads_applied, em_get_num_threads());
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -237,19 +240,33 @@ static void blas_init_once(void) {
   blas_init();
   atomic_store(&loaded, true);
 }
-static inline void ensure(void) { pthread_once(&once, blas_init_once); }
+
+/* OpenBLAS's thread count, applied lazily: the count last asked for and
+ * the one OpenBLAS has. A forked process (a DataLoader worker) that asks
+ * for one thread must not call openblas_set_num_threads at once: after a
+ * fork OpenBLAS's server is down, and that call starts it with the
+ * parent's thread count, whose idle threads then spin (sched_yield) for
+ * ~0.1 s against the processes doing the work. So the count is handed to
+ * OpenBLAS before the next GEMM instead: never, in a process that does
+ * none. */
+static inline void ensure(void) {
+  pthread_once(&once, blas_init_once);
+  int want = atomic_load_explicit(&threads_wanted, memory_order_relaxed);
+  if (want > 0 && want != atomic_load_explicit(&threads_applied, memory_order_relaxed)) {
+    atomic_store(&threads_applied, want);
+    if (blas.set_threads) blas.set_threads(want);
+  }
+}
 
 const char *em_blas_info(void) {
   ensure();
   return blas.info;
 }
 
-/* Applied now if BLAS is loaded; otherwise blas_init picks the count up
- * when the first GEMM loads it (loading and self-checking costs ~100 ms,
- * which processes that never multiply matrices should not pay). */
-void em__blas_set_num_threads(int n) {
-  if (atomic_load(&loaded) && blas.set_threads) blas.set_threads(n);
-}
+/* Applied before the next GEMM (see ensure); blas_init also picks the
+ * count up when the first GEMM loads BLAS (loading and self-checking costs
+ * ~100 ms, which processes that never multiply matrices should not pay). */
+void em__blas_set_num_threads(int n) { atomic_store(&threads_wanted, n); }
 
 static bool fits_int(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
   return m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && lda <= INT32_MAX &&
