@@ -42,6 +42,10 @@
 
 enum { SLOT_FREE, SLOT_INFLIGHT, SLOT_HELD };
 
+/* How long the main process busy-polls for a batch before sleeping, when
+ * the host has a core to spare (see spin_wait). */
+#define DEFAULT_SPIN_S 300e-6
+
 typedef struct dl_ring {
   atomic_int refs;
   char *base; /* NULL until the worker sent its ring */
@@ -132,6 +136,7 @@ typedef struct dl_pool {
   em_status broken;
   char *broken_msg;
   em__dl_result_msg *rbuf;
+  double spin_s; /* busy-poll before sleeping (see spin_wait) */
 } dl_pool;
 
 struct em_dl_loader {
@@ -244,6 +249,13 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
   if (!p) return EM_FAIL(EM_ERR_NOMEM, "DataLoader: out of memory");
   p->n = n;
   p->nslots = nslots;
+  /* Spinning only while every process of the job on this host has a core:
+   * LOCAL_WORLD_SIZE ranks (trainrun, torchrun) each with its workers.
+   * EMBER_DL_SPIN_US overrides; 0 turns spinning off. */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  const char *lws = getenv("LOCAL_WORLD_SIZE"), *spin = getenv("EMBER_DL_SPIN_US");
+  long ranks = lws && atol(lws) > 0 ? atol(lws) : 1;
+  p->spin_s = spin && *spin ? atof(spin) * 1e-6 : ncpu >= ranks * (n + 1) ? DEFAULT_SPIN_S : 0;
   p->w = calloc((size_t)n, sizeof *p->w);
   p->cfg = calloc((size_t)n, sizeof *p->cfg);
   p->rbuf = malloc(sizeof *p->rbuf);
@@ -850,6 +862,18 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Waiting for task t: while the host has a core for every worker and for
+ * this process, poll without sleeping for up to p->spin_s first. A batch
+ * that arrives meanwhile then costs no wake-up on either side (a sleeping
+ * poll costs one per batch, which on a VM is as dear as the sends
+ * themselves). Returns true when t is no longer pending. */
+static bool spin_wait(dl_pool *p, em_dl_iter *it, dl_task *t) {
+  if (p->spin_s <= 0 || t->state != T_SENT) return false;
+  double end = now_s() + p->spin_s;
+  while (t->state == T_SENT && !p->broken && now_s() < end) pump(p, it, 0);
+  return t->state != T_SENT || p->broken;
+}
+
 static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
   dl_pool *p = it->pool;
   if (it->deferred) {
@@ -912,6 +936,7 @@ static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
       }
       if (left * 1000 < slice) slice = (int)(left * 1000) + 1;
     }
+    if (spin_wait(p, it, t)) continue;
     if (pump(p, it, slice) || it->l->o.check_interrupt) {
       st = wait_interrupt(it);
       if (st) return st;

@@ -346,6 +346,12 @@ static void wk_iter_restart(wk *w) {
 /* Blocks for the next message; exits on EOF or when orphaned. */
 static ssize_t wk_recv(wk *w) {
   const em__dl_worker_cfg *c = w->cfg;
+  /* the next task is usually queued already (prefetch): take it without
+   * a poll */
+  ssize_t q = recv(c->sock, w->rbuf, w->rbuf_len, MSG_TRUNC | MSG_DONTWAIT);
+  if (q > 0 && (size_t)q <= w->rbuf_len) return q;
+  if (q == 0) wk_exit(0);
+  if (q > 0) wk_exit(2);
   for (;;) {
     struct pollfd p = {c->sock, POLLIN, 0};
     int r = poll(&p, 1, 1000);
