@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "comm/ddp.h"
+#include "comm/pg_impl.h"
 #include "comm/store.h"
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#include "tests/comm/test_mpirun.h"
 #include "tests/harness.h"
 
 #define STEPS 4
@@ -103,8 +105,11 @@ typedef struct scenario {
 
 static em_pg *connect_pg(int rank, int world, int port);
 
+/* Where rank writes its trained state: named after the test process (the
+ * parent of forked ranks; EMBER_T_DDP_TAG under mpirun). */
 static const char *result_path(int rank, char *buf) {
-  snprintf(buf, 256, "/tmp/ember_ddp_%d_rank%d.safetensors", (int)getppid(), rank);
+  const char *tag = getenv("EMBER_T_DDP_TAG");
+  snprintf(buf, 256, "/tmp/ember_ddp_%d_rank%d.safetensors", tag ? atoi(tag) : (int)getppid(), rank);
   return buf;
 }
 
@@ -216,7 +221,11 @@ static em_module *reference(const scenario *sc) {
  * against it; returns 1 when every child exits 0. The test process itself
  * starts no thread: a child forked while another thread of the parent
  * holds a lock (the allocator's under ASan) would inherit it held. */
+typedef int (*rank_fn)(int rank, int port, const void *arg);
+static int run_mpi(int world, rank_fn fn, const void *arg);
+
 static int run_children(int world, int (*fn)(int rank, int port, const void *arg), const void *arg) {
+  if (!strcmp(backend, "mpi")) return run_mpi(world, fn, arg);
   int fds[2];
   if (pipe(fds) != 0) {
     EM_FAILF("pipe: %s", strerror(errno));
@@ -269,6 +278,17 @@ static int run_children(int world, int (*fn)(int rank, int port, const void *arg
 }
 
 static em_pg *connect_pg(int rank, int world, int port) {
+  if (!strcmp(backend, "mpi")) { /* under mpirun: ranks from OMPI_COMM_WORLD_*, no store */
+    em_pg_options po = {.backend = "mpi", .timeout_ms = 20000};
+    em_pg *pg = em_pg_init_env(&po);
+    if (pg && (em_pg_rank(pg) != rank || em_pg_size(pg) != world)) {
+      fprintf(stderr, "mpi: rank %d of %d, expected %d of %d\n", em_pg_rank(pg), em_pg_size(pg),
+              rank, world);
+      em_pg_release(pg);
+      return NULL;
+    }
+    return pg;
+  }
   em_store_options so = {.timeout_ms = 20000, .secret = ""};
   em_store *store = em_store_tcp_connect("127.0.0.1", port, &so);
   if (!store) return NULL;
@@ -458,13 +478,73 @@ static int pending_rank(int rank, int port, const void *arg) {
 
 EM_TEST(unfinished_reduction_names_the_parameters) { ASSERT_TRUE(run_children(2, pending_rank, NULL)); }
 
-/* argv[1] may be "backend=<name>" (tcp, shm, auto); the rest filters tests. */
+/* ---- the mpi backend: the ranks are mpirun's processes -------------------------------- */
+
+/* What a rank runs, by index on the mpirun command line. */
+static const rank_fn rank_fns[] = {scenario_rank, overlap_rank, mismatch_rank, pending_rank};
+
+/* Runs fn on world ranks started by mpirun (this binary with --mpi-child
+ * <fn index> <the scenario, hex>); returns 1 when every rank exits 0. */
+static int run_mpi(int world, rank_fn fn, const void *arg) {
+  int idx = -1;
+  for (int i = 0; i < (int)(sizeof rank_fns / sizeof rank_fns[0]); i++)
+    if (rank_fns[i] == fn) idx = i;
+  if (idx < 0) {
+    EM_FAILF("run_mpi: unknown rank function");
+    return 0;
+  }
+  char idxs[16], hex[2 * sizeof(scenario) + 1] = "-", tag[64];
+  snprintf(idxs, sizeof idxs, "%d", idx);
+  if (fn == scenario_rank)
+    for (size_t i = 0; i < sizeof(scenario); i++)
+      snprintf(hex + 2 * i, 3, "%02x", ((const unsigned char *)arg)[i]);
+  snprintf(tag, sizeof tag, "EMBER_T_DDP_TAG=%d", (int)getpid());
+  char *args[] = {"backend=mpi", "--mpi-child", idxs, hex, NULL}, *env[] = {tag, NULL};
+  int rc = mr_run(world, args, env, 120000);
+  if (rc != 0) EM_FAILF("mpirun -np %d: exit status %d", world, rc);
+  return rc == 0;
+}
+
+static int mpi_child(const char *idxs, const char *hex) {
+  const char *r = getenv("OMPI_COMM_WORLD_RANK");
+  int idx = atoi(idxs);
+  if (!r || idx < 0 || idx >= (int)(sizeof rank_fns / sizeof rank_fns[0])) return 2;
+  scenario sc;
+  const void *arg = NULL;
+  if (strlen(hex) == 2 * sizeof sc) {
+    for (size_t i = 0; i < sizeof sc; i++) {
+      unsigned v;
+      if (sscanf(hex + 2 * i, "%2x", &v) != 1) return 2;
+      ((unsigned char *)&sc)[i] = (unsigned char)v;
+    }
+    arg = &sc;
+  }
+  alarm(60);
+  return rank_fns[idx](atoi(r), 0, arg);
+}
+
+/* argv[1] may be "backend=<name>" (tcp, shm, auto, mpi); the rest filters
+ * tests. With mpi the scenarios run under mpirun (77: no mpirun or no mpi
+ * backend). */
 int main(int argc, char **argv) {
   if (argc > 1 && strncmp(argv[1], "backend=", 8) == 0) {
     backend = argv[1] + 8;
     argv[1] = argv[0];
     argc--;
     argv++;
+  }
+  if (argc == 4 && !strcmp(argv[1], "--mpi-child")) return mpi_child(argv[2], argv[3]);
+  if (!strcmp(backend, "mpi")) {
+    char mpirun[PATH_MAX];
+    if (!mr_find_in_path("mpirun", mpirun, sizeof mpirun)) {
+      printf("skipped: mpirun is not on PATH\n");
+      return 77;
+    }
+    em_clear_error();
+    if (!em__pg_backend_find("mpi")) {
+      printf("skipped: the mpi backend is not built: %s\n", em_last_error());
+      return 77;
+    }
   }
   return em_test_main(argc, argv);
 }

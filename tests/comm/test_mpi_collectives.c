@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "tests/comm/test_mpirun.h"
 #include "tests/comm/test_shm_suite.h"
 
 /* ---- inside mpirun ------------------------------------------------------------------- */
@@ -116,39 +117,9 @@ static int child_main(void) {
 
 /* ---- the launcher ------------------------------------------------------------------- */
 
-static bool find_in_path(const char *prog, char *out, size_t size) {
-  const char *path = getenv("PATH");
-  if (!path) path = "/usr/bin:/bin";
-  while (*path) {
-    const char *colon = strchr(path, ':');
-    size_t len = colon ? (size_t)(colon - path) : strlen(path);
-    snprintf(out, size, "%.*s/%s", (int)len, path, prog);
-    if (access(out, X_OK) == 0) return true;
-    path += len + (colon ? 1 : 0);
-  }
-  return false;
-}
-
-static char g_self[PATH_MAX];
-
-/* Runs mpirun -np np <self> --mpi-child; returns its exit status (-1 on
- * timeout, after killing its process group). */
+/* Runs mpirun -np np <self> --mpi-child, with a free port for the store of
+ * the with-store part; returns its exit status. */
 static int run_mpirun(int np, int64_t timeout_ms) {
-  char mpirun[PATH_MAX], nps[16], supp[64];
-  if (!find_in_path("mpirun", mpirun, sizeof mpirun)) return 77;
-  snprintf(nps, sizeof nps, "%d", np);
-  /* Open MPI keeps allocations until exit: keep the sanitizer's leak check
-   * to ember's own memory */
-  snprintf(supp, sizeof supp, "/tmp/ember-mpi-lsan-%d.supp", (int)getpid());
-  FILE *f = fopen(supp, "w");
-  if (f) {
-    fputs("leak:libmpi\nleak:libopen-pal\nleak:libopen-rte\nleak:libpmix\nleak:libhwloc\n"
-          "leak:libevent\nleak:mca_\nleak:libucs\nleak:libucp\nleak:libfabric\nleak:libpsm\n"
-          "leak:libibverbs\nleak:libz\nleak:libudev\n",
-          f);
-    fclose(f);
-  }
-  /* a free port for the store of the with-store part */
   int port = 0;
   {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -159,56 +130,15 @@ static int run_mpirun(int np, int64_t timeout_ms) {
       port = ntohs(a.sin_port);
     if (fd >= 0) close(fd);
   }
-  pid_t p = fork();
-  if (p < 0) return -2;
-  if (p == 0) {
-    setpgid(0, 0);
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    setenv("EMBER_T_MPI_PORT", ps, 1);
-    char lsan[128];
-    snprintf(lsan, sizeof lsan, "suppressions=%s:print_suppressions=0", supp);
-    setenv("LSAN_OPTIONS", lsan, 1);
-    /* full stacks (Open MPI has no frame pointers) so the suppressions see libmpi */
-    const char *ao = getenv("ASAN_OPTIONS");
-    char asan[512];
-    snprintf(asan, sizeof asan, "%s%sfast_unwind_on_malloc=0", ao ? ao : "", ao && *ao ? ":" : "");
-    setenv("ASAN_OPTIONS", asan, 1);
-    /* keep Open MPI's components loaded at exit so their leaks are named */
-    setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
-    unsetenv("RANK");
-    unsetenv("WORLD_SIZE");
-    unsetenv("MASTER_ADDR");
-    unsetenv("MASTER_PORT");
-    char *argv[] = {mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
-                    "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism",
-                    "none", "-np", nps, g_self, "--mpi-child", NULL};
-    execv(mpirun, argv);
-    _exit(127);
-  }
-  setpgid(p, p);
-  int64_t end = t_ms() + timeout_ms;
-  int status = 0;
-  for (;;) {
-    pid_t w = waitpid(p, &status, WNOHANG);
-    if (w == p) break;
-    if (t_ms() >= end) {
-      kill(-p, SIGTERM);
-      t_sleep(500);
-      kill(-p, SIGKILL);
-      waitpid(p, &status, 0);
-      unlink(supp);
-      return -1;
-    }
-    t_sleep(10);
-  }
-  unlink(supp);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  char portenv[64];
+  snprintf(portenv, sizeof portenv, "EMBER_T_MPI_PORT=%d", port);
+  char *args[] = {"--mpi-child", NULL}, *env[] = {portenv, NULL};
+  return mr_run(np, args, env, timeout_ms);
 }
 
 static void run_np(int np) {
   char mpirun[PATH_MAX];
-  if (!find_in_path("mpirun", mpirun, sizeof mpirun)) EM_SKIP("mpirun is not on PATH");
+  if (!mr_find_in_path("mpirun", mpirun, sizeof mpirun)) EM_SKIP("mpirun is not on PATH");
   em_clear_error();
   if (!em__pg_backend_find("mpi")) EM_SKIP("the mpi backend is not built: %s", em_last_error());
   ASSERT_EQ(run_mpirun(np, 100000), 0);
@@ -219,8 +149,5 @@ EM_TEST(mpi_world3) { run_np(3); }
 
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--mpi-child")) return child_main();
-  ssize_t n = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
-  if (n <= 0) return 1;
-  g_self[n] = 0;
   return em_test_main(argc, argv);
 }
