@@ -757,6 +757,17 @@ static em_status run_hooks(em_ag_hook *h, int output_nr, bool match_output, em_t
   return EM_OK;
 }
 
+/* g is a contiguous view, of v's dtype, covering all of its base's
+ * storage, and nothing but g holds the base or the storage. */
+static bool sole_view(const em_tensor *g, const em_tensor *v) {
+  const em_tensor *b = g->base;
+  if (!b || b->base || b->storage != g->storage || g->dtype != v->dtype || g->offset != 0) return false;
+  if (atomic_load(&g->refcount) != 1 || atomic_load(&b->refcount) != 1) return false;
+  if (atomic_load(&g->storage->refcount) != 2) return false; /* held by g and b only */
+  if ((size_t)g->numel * em_dtype_size((em_dtype)g->dtype) != g->storage->nbytes) return false;
+  return g->storage->device.type == EM_CPU && em_tensor_is_contiguous(g);
+}
+
 static em_status accumulate(em_ag_node *n, em_tensor *g) {
   em_tensor *v = n->variable;
   struct em_ag_meta *m = get_meta(v);
@@ -771,6 +782,12 @@ static em_status accumulate(em_ag_node *n, em_tensor *g) {
                  g->dtype == v->dtype;
     if (steal) {
       m->grad = em_tensor_retain(g);
+    } else if (sole_view(g, v)) {
+      /* a contiguous view of a whole tensor nobody else holds (a Linear
+       * weight's gradient: the transpose of a column-major product): its
+       * storage becomes the gradient, without the copy */
+      m->grad = em__tensor_new(g->storage, (em_dtype)g->dtype, g->ndim, g->shape, NULL, 0);
+      if (!m->grad) return em_last_status();
     } else {
       em_tensor *c = em_tensor_empty_on(v->ndim, v->shape, (em_dtype)v->dtype, v->device);
       if (!c) return em_last_status();

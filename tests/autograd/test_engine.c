@@ -382,4 +382,42 @@ EM_TEST(view_history_survives_later_writes_to_the_base) {
   for (size_t i = 0; i < 9; i++) em_tensor_release(list[i]);
 }
 
+/* A Linear weight used as w^T gets its gradient as the transpose of a
+ * column-major product: the leaf takes that storage over instead of
+ * copying it (w.grad is then a plain tensor, no view), accumulates into it
+ * correctly, and never aliases a gradient someone else still holds. */
+static em_tensor *kept_grad;
+static em_status keep_grad(em_tensor *grad, em_tensor **replacement, void *ctx) {
+  (void)replacement, (void)ctx;
+  em_tensor_release(kept_grad);
+  kept_grad = em_tensor_retain(grad);
+  return EM_OK;
+}
+
+EM_TEST(linear_weight_gradient_is_taken_over_not_aliased) {
+  for (int hooked = 0; hooked < 2; hooked++) {
+    em_tensor *w = LEAF(V(1, 2, 3, 4, 5, 6), 2, 3); /* [out 2, in 3] */
+    em_tensor *x = em_tensor_from_data((const double[]){1, 0, 2, -1, 3, 1}, EM_DIMS(2, 3), EM_FLOAT64);
+    if (hooked) ASSERT_TRUE(em_tensor_register_hook(w, keep_grad, NULL, NULL) >= 0);
+    em_tensor *wt = em_tensor_t(w), *y = em_tensor_mm(x, wt), *s = sum(y);
+    ASSERT_OK(em_backward(s, NULL, true));
+    /* d sum(x w^T) / d w[o, i] = sum over rows of x[:, i] = {0, 3, 3} per output */
+    em_tensor *g = em_tensor_grad(w);
+    ASSERT_TENSOR_CLOSE(g, ((double[]){0, 3, 3, 0, 3, 3}), 0, 0);
+    ASSERT_TRUE(g->base == NULL);
+    ASSERT_TRUE(em_tensor_is_contiguous(g));
+    ASSERT_OK(em_backward(s, NULL, false)); /* accumulates into the taken-over storage */
+    ASSERT_TENSOR_CLOSE(g, ((double[]){0, 6, 6, 0, 6, 6}), 0, 0);
+    if (hooked) { /* the hook's tensor is its own: w.grad's accumulation never showed in it */
+      ASSERT_NOTNULL(kept_grad);
+      ASSERT_TRUE(kept_grad->storage != g->storage);
+      ASSERT_TENSOR_CLOSE(kept_grad, ((double[]){0, 3, 3, 0, 3, 3}), 0, 0);
+      em_tensor_release(kept_grad);
+      kept_grad = NULL;
+    }
+    em_tensor *list[] = {w, x, wt, y, s, g};
+    for (size_t i = 0; i < 6; i++) em_tensor_release(list[i]);
+  }
+}
+
 EM_TEST_MAIN()
