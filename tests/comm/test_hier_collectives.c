@@ -77,7 +77,7 @@ static int body_killed(em_store *store, int rank, int world, void *arg) {
       C_CHECK(rank != 3, "the victim failed");
       C_CHECK(strstr(em_last_error(), "rank 3"), "the error does not name rank 3: %s",
               em_last_error());
-      C_CHECK(t_ms() - t0 < 6000, "noticed only after %lld ms", (long long)(t_ms() - t0));
+      C_CHECK(t_ms() - t0 < 4000, "noticed only after %lld ms", (long long)(t_ms() - t0));
       break;
     }
     C_CHECK(t_ms() - t0 < 10000, "no error after %ld allreduces", it);
