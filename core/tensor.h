@@ -219,11 +219,11 @@ EM_API bool em_set_grad_enabled(bool enabled);
 
 /* ---- interrupting long operations ---------------------------------------
  * em_request_interrupt (async-signal-safe: call it from a SIGINT handler)
- * makes long-running operations stop early and fail with
- * EM_ERR_INTERRUPTED: multi-threaded kernels between chunks, backward
- * between nodes. Small operations and BLAS calls run to completion. The
+ * makes a running backward (or autograd grad) stop between two nodes and
+ * fail with EM_ERR_INTERRUPTED. A kernel always runs to completion: an op
+ * either finishes or does not start, never returns part of a result. The
  * request stays until em_clear_interrupt. The Python binding installs a
- * SIGINT handler that calls it, so Ctrl-C stops a long op. */
+ * SIGINT handler that calls it, so Ctrl-C stops a long backward. */
 EM_API void em_request_interrupt(void);
 EM_API void em_clear_interrupt(void);
 EM_API bool em_interrupt_requested(void);

@@ -47,8 +47,10 @@
  * run with the GIL released (EMP_NOGIL), or a thread holding the GIL and
  * waiting for the engine deadlocks with a hook waiting for the GIL.
  *
- * Interrupts: a kernel runs to completion (core has no interrupt hook);
- * KeyboardInterrupt is raised as soon as it returns. Loops in the binding
+ * Interrupts: a kernel runs to completion; KeyboardInterrupt is raised as
+ * soon as it returns. A backward stops between nodes (python/module.c's
+ * SIGINT handler calls em_request_interrupt; backward and grad clear the
+ * flag when they start). Loops in the binding
  * that walk Python objects (ember.tensor(list), tolist) poll
  * PyErr_CheckSignals every 2^20 elements; waits in C that can block long
  * should poll it too (with the GIL held). */
@@ -132,13 +134,9 @@ static inline int emp_big2(const em_tensor *a, const em_tensor *b) {
   return na * nb > EMP_NOGIL_NUMEL;
 }
 
-/* Long calls start with a clean interrupt flag: a Ctrl-C during the call
- * (python/module.c's SIGINT handler sets it) stops it early with
- * EM_ERR_INTERRUPTED, raised as KeyboardInterrupt. */
 #define EMP_NOGIL_IF(cond, stmt)        \
   do {                                  \
     if (cond) {                         \
-      em_clear_interrupt();             \
       Py_BEGIN_ALLOW_THREADS stmt;      \
       Py_END_ALLOW_THREADS              \
     } else {                            \

@@ -15,12 +15,13 @@ __attribute__((weak)) int emp_init_data(PyObject *m);
 __attribute__((weak)) int emp_init_distributed(PyObject *m);
 
 /* Ctrl-C: Python's own SIGINT handler only raises KeyboardInterrupt once
- * control is back in the interpreter, which a long op running with the GIL
- * released delays. This handler, installed in front of Python's, also asks
- * ember to stop long operations early (em_request_interrupt; they fail with
- * EM_ERR_INTERRUPTED -> KeyboardInterrupt), then calls Python's handler. A
- * Python-level signal.signal(SIGINT, ...) later replaces both: then ops run
- * to completion as before. */
+ * control is back in the interpreter, which a backward running with the
+ * GIL released delays by its whole length. This handler, installed in
+ * front of Python's, also asks ember to stop a running backward between
+ * nodes (em_request_interrupt; it fails with EM_ERR_INTERRUPTED ->
+ * KeyboardInterrupt), then calls Python's handler. A Python-level
+ * signal.signal(SIGINT, ...) later replaces both: then a backward runs to
+ * completion as before. */
 static struct sigaction prev_sigint;
 
 static void on_sigint(int sig, siginfo_t *info, void *uctx) {

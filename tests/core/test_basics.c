@@ -330,4 +330,22 @@ EM_TEST(thread_pool_works_after_fork) {
   em_set_num_threads(prev);
 }
 
+/* A pending interrupt request never cuts a kernel short: the op's result
+ * is whole (only a backward stops between nodes). */
+EM_TEST(interrupt_request_leaves_kernels_whole) {
+  int prev = em_get_num_threads();
+  em_set_num_threads(2);
+  int64_t n = 1 << 20;
+  em_tensor *a = em_tensor_ones(1, &n, EM_FLOAT32), *b = em_tensor_ones(1, &n, EM_FLOAT32);
+  em_request_interrupt();
+  em_tensor *c = em_tensor_add(a, b);
+  em_clear_interrupt();
+  ASSERT_NOTNULL(c);
+  const float *p = em_tensor_data(c);
+  for (int64_t i = 0; i < n; i++)
+    if (p[i] != 2.0f) EM_FAILF("element %lld is %g", (long long)i, p[i]);
+  em_tensor_release(a), em_tensor_release(b), em_tensor_release(c);
+  em_set_num_threads(prev);
+}
+
 EM_TEST_MAIN()
