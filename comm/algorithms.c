@@ -71,9 +71,7 @@ static int64_t slice_bytes(void) {
   static int64_t cached = -1;
   int64_t v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
   if (v < 0) {
-    const char *e = getenv("EMBER_PG_SLICE_BYTES");
-    v = e && *e ? atoll(e) : SLICE_DEFAULT;
-    if (v < 4096) v = SLICE_DEFAULT;
+    v = (int64_t)em__pg_env_bytes("EMBER_PG_SLICE_BYTES", SLICE_DEFAULT, 4096, 1u << 30);
     __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
   }
   return v;

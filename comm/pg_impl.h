@@ -161,6 +161,12 @@ em_pg_backend_create_fn em__pg_backend_find(const char *name);
 /* Writes the registered names, sorted and comma-separated, into buf. */
 const char *em__pg_backend_names(char *buf, size_t size);
 
+/* A byte count (or other size) from environment variable name: decimal
+ * with an optional k/K or m/M suffix (KiB, MiB), clamped to [lo, hi]; def
+ * when unset, empty or not a number. The backends' tuning knobs
+ * (EMBER_PG_*, EMBER_SHM_*) all read through it. */
+size_t em__pg_env_bytes(const char *name, size_t def, size_t lo, size_t hi);
+
 /* Test hook (fault injection): the process SIGKILLs itself once the tcp
  * backend has written n more bytes to its peers (over all groups); -1
  * disarms. Lets tests kill a rank at a chosen point of an algorithm. */

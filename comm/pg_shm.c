@@ -1214,20 +1214,6 @@ static const em_pg_backend_ops shm_ops = {
 
 /* ---- setup ------------------------------------------------------------------------ */
 
-static size_t env_bytes(const char *name, size_t def, size_t lo, size_t hi) {
-  const char *v = getenv(name);
-  if (!v || !*v) return def;
-  char *end;
-  errno = 0;
-  unsigned long long n = strtoull(v, &end, 10);
-  if (errno || end == v) return def;
-  if (*end == 'k' || *end == 'K') n <<= 10;
-  if (*end == 'm' || *end == 'M') n <<= 20;
-  if (n < lo) n = lo;
-  if (n > hi) n = hi;
-  return (size_t)n;
-}
-
 static void layout(seg_header *h, int W) {
   h->size = W;
   h->off_rank = align_up(sizeof(seg_header), LINE);
@@ -1364,7 +1350,7 @@ static em_status create_segment(shm *x, const em_pg_backend_init *in) {
   seg_header h = {0};
   h.small_cap = DEF_SMALL_CAP;
   size_t minstep = align_up((size_t)x->size * LINE * 4, PAGE);
-  h.step_bytes = align_up(env_bytes("EMBER_SHM_STEP_BYTES", DEF_STEP_BYTES, 4096, 64u << 20), PAGE);
+  h.step_bytes = align_up(em__pg_env_bytes("EMBER_SHM_STEP_BYTES", DEF_STEP_BYTES, 4096, 64u << 20), PAGE);
   if (h.step_bytes < minstep) h.step_bytes = minstep;
   h.ndbuf = NDBUF;
   h.p2p_nslots = P2P_NSLOTS;
@@ -1373,7 +1359,7 @@ static em_status create_segment(shm *x, const em_pg_backend_init *in) {
   if (slot > (64u << 10)) slot = 64u << 10;
   if (slot < (8u << 10)) slot = 8u << 10;
   h.p2p_slot = align_up(slot, PAGE);
-  h.small_allreduce = env_bytes("EMBER_SHM_SMALL_BYTES", DEF_SMALL_ALLREDUCE, 0, h.small_cap);
+  h.small_allreduce = em__pg_env_bytes("EMBER_SHM_SMALL_BYTES", DEF_SMALL_ALLREDUCE, 0, h.small_cap);
   layout(&h, x->size);
   x->seg_bytes = h.seg_bytes;
 
@@ -1546,7 +1532,7 @@ em_status em__pg_shm_create(const em_pg_backend_init *in, void **ctx,
   }
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   x->oversub = ncpu > 0 && in->size > ncpu;
-  x->spin_ns = (int64_t)env_bytes("EMBER_SHM_SPIN_NS", x->oversub ? 2000 : 50000, 0, 100000000);
+  x->spin_ns = (int64_t)em__pg_env_bytes("EMBER_SHM_SPIN_NS", x->oversub ? 2000 : 50000, 0, 100000000);
   if (in->size == 1) {
     *ctx = x;
     *ops = &shm_ops;

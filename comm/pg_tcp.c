@@ -1040,9 +1040,7 @@ static void tune_socket(int fd) {
   static int bufsz = -1;
   int b = __atomic_load_n(&bufsz, __ATOMIC_RELAXED);
   if (b < 0) {
-    const char *e = getenv("EMBER_PG_TCP_SOCKBUF");
-    b = e && *e ? atoi(e) : SOCKBUF_DEFAULT;
-    if (b < 0) b = 0;
+    b = (int)em__pg_env_bytes("EMBER_PG_TCP_SOCKBUF", SOCKBUF_DEFAULT, 0, 1u << 30);
     __atomic_store_n(&bufsz, b, __ATOMIC_RELAXED);
   }
   if (b > 0) {

@@ -39,6 +39,7 @@
  * once. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1367,6 +1368,20 @@ static void host_id(char *buf, size_t size) {
   struct stat st;
   unsigned long long ino = stat("/proc/self/ns/net", &st) == 0 ? (unsigned long long)st.st_ino : 0;
   snprintf(buf, size, "%s/netns:%llu", hn, ino);
+}
+
+size_t em__pg_env_bytes(const char *name, size_t def, size_t lo, size_t hi) {
+  const char *v = getenv(name);
+  if (!v || !*v) return def;
+  char *end;
+  errno = 0;
+  unsigned long long n = strtoull(v, &end, 10);
+  if (errno || end == v) return def;
+  int shift = *end == 'k' || *end == 'K' ? 10 : *end == 'm' || *end == 'M' ? 20 : 0;
+  n = n > (ULLONG_MAX >> shift) ? ULLONG_MAX : n << shift;
+  if (n < lo) n = lo;
+  if (n > hi) n = hi;
+  return (size_t)n;
 }
 
 static bool env_flag(const char *name, const char *yes) {

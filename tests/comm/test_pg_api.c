@@ -555,6 +555,23 @@ EM_TEST(a_message_that_arrived_before_the_senders_abort_is_received) {
   ASSERT_RANKS_OK(4, body_recv_after_abort, NULL, NULL);
 }
 
+/* The backends' size knobs: k/m suffixes, clamping, defaults for junk. */
+EM_TEST(env_byte_sizes) {
+  const char *n = "EMBER_T_BYTES";
+  unsetenv(n);
+  ASSERT_EQ(em__pg_env_bytes(n, 7, 0, 100), 7);
+  struct { const char *v; size_t want; } cases[] = {
+      {"1m", 1u << 20}, {"64k", 65536}, {"4096", 4096}, {"3", 100},
+      {"abc", 777}, {"", 777}, {"99999999999m", 1u << 30},
+      {"99999999999999999m", 1u << 30}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    setenv(n, cases[i].v, 1);
+    size_t got = em__pg_env_bytes(n, 777, 100, 1u << 30);
+    if (got != cases[i].want) EM_FAILF("'%s': %zu, expected %zu", cases[i].v, got, cases[i].want);
+  }
+  unsetenv(n);
+}
+
 /* ---- list forms with non-contiguous tensors ------------------------------------------------------- */
 
 static void body_lists_noncontig(t_ctx *c, em_pg *pg) {
