@@ -32,13 +32,16 @@
  * Time: median over N epochs (ember 3, torch 1 by default: torch's epochs
  * are 40x longer) of the wall time of one epoch, from creating the
  * iterator (which forks the workers) to the end of the pass (workers
- * reaped), less the time of the checks and memory probes in it.
+ * reaped), less the time of the checks and memory probes in it. The
+ * ember configurations run their epochs interleaved (epoch 1 at 0, 1 and
+ * 2 workers, then epoch 2 of each, ...), so a machine that drifts during
+ * the run does not favour whichever configuration ran first.
  *
  * Memory, both sides alike, two figures per configuration:
  *   peak      sum of VmHWM (peak resident set) from /proc/<pid>/status of
  *             the main process and of every worker, read at the last batch
  *             of each epoch (workers still alive); the main process's peak
- *             is reset before each configuration (echo 5 >
+ *             is reset before each epoch (echo 5 >
  *             /proc/self/clear_refs). Pages shared between processes (the
  *             dataset and everything else inherited copy-on-write by fork,
  *             libraries, the batch rings) count once per process mapping
@@ -288,71 +291,94 @@ static double cpu_s(int who) {
          (double)(a.ru_utime.tv_usec + a.ru_stime.tv_usec) * 1e-6;
 }
 
-static result run_ember(em_dl_dataset *ds, const fm *d, int workers, int epochs, int prefetch) {
-  em_generator *g = em_generator_create(1234);
+/* One ember configuration (a worker count) and what its epochs measured.
+ * Epochs of the configurations are interleaved (epoch 1 of each, then
+ * epoch 2 of each, ...) so that the machine's drift over the run falls on
+ * all of them alike rather than on whichever ran last. */
+typedef struct ember_cfg {
+  int workers;
+  em_generator *g;
+  em_dl_loader *l;
+  int64_t nb;
+  int *seen;
+  double *t;
+  double cpu_main, cpu_work;
+  result r;
+} ember_cfg;
+
+static void ember_cfg_init(ember_cfg *c, em_dl_dataset *ds, const fm *d, int workers, int epochs,
+                           int prefetch) {
+  memset(c, 0, sizeof *c);
+  c->workers = workers;
+  c->g = em_generator_create(1234);
   em_dl_loader_options o;
   em_dl_loader_options_init(&o);
   o.batch_size = BATCH;
   o.shuffle = true;
   o.num_workers = workers;
   o.prefetch_factor = workers ? prefetch : 0;
-  o.generator = g;
-  em_dl_loader *l = em_dl_loader_create(ds, &o);
-  if (!l) die("DataLoader");
-  int64_t nb = em_dl_loader_len(l);
-  int *seen = calloc((size_t)d->n, sizeof *seen);
-  double *t = calloc((size_t)epochs, sizeof *t);
-  result r = {0};
-  double cpu_main = 0, cpu_work = 0;
+  o.generator = c->g;
+  c->l = em_dl_loader_create(ds, &o);
+  if (!c->l) die("DataLoader");
+  c->nb = em_dl_loader_len(c->l);
+  c->seen = calloc((size_t)d->n, sizeof *c->seen);
+  c->t = calloc((size_t)epochs, sizeof *c->t);
+  if (!c->seen || !c->t) die("bench memory");
+}
+
+static void ember_epoch(ember_cfg *c, const fm *d, int e) {
+  bool used[NPOS * NPOS * 2] = {0};
+  int64_t got = 0, batches = 0;
+  int stamp = e + 1;
+  result *r = &c->r;
   reset_peak();
-  for (int e = 0; e < epochs; e++) {
-    bool used[NPOS * NPOS * 2] = {0};
-    int64_t got = 0, batches = 0;
-    int stamp = e + 1;
-    double probe = 0, probe_cpu = 0, cm0 = cpu_s(RUSAGE_SELF), cw0 = cpu_s(RUSAGE_CHILDREN);
-    double t0 = now();
-    em_dl_iter *it = em_dl_loader_iter(l);
-    if (!it) die("DataLoader iter");
-    for (;;) {
-      em_dl_batch b;
-      bool done;
-      if (em_dl_iter_next(it, &b, &done)) die("DataLoader next");
-      if (done) break;
-      got += check_batch(d, &b, seen, stamp);
-      /* The pixel checks and memory probes are not timed. */
-      if (b.index % 128 == 0 || b.index == nb - 1) {
-        double p0 = now(), pc0 = cpu_self();
-        if (b.index == 0 || b.index == nb - 1) check_pixels(d, &b, used);
-        double pss = tree_mb(it, false);
-        if (pss > r.pss_mb) r.pss_mb = pss;
-        if (b.index == nb - 1) {
-          double hwm = tree_mb(it, true);
-          if (hwm > r.hwm_mb) r.hwm_mb = hwm;
-        }
-        probe += now() - p0;
-        probe_cpu += cpu_self() - pc0;
+  double probe = 0, probe_cpu = 0, cm0 = cpu_s(RUSAGE_SELF), cw0 = cpu_s(RUSAGE_CHILDREN);
+  double t0 = now();
+  em_dl_iter *it = em_dl_loader_iter(c->l);
+  if (!it) die("DataLoader iter");
+  for (;;) {
+    em_dl_batch b;
+    bool done;
+    if (em_dl_iter_next(it, &b, &done)) die("DataLoader next");
+    if (done) break;
+    got += check_batch(d, &b, c->seen, stamp);
+    /* The pixel checks and memory probes are not timed. */
+    if (b.index % 128 == 0 || b.index == c->nb - 1) {
+      double p0 = now(), pc0 = cpu_self();
+      if (b.index == 0 || b.index == c->nb - 1) check_pixels(d, &b, used);
+      double pss = tree_mb(it, false);
+      if (pss > r->pss_mb) r->pss_mb = pss;
+      if (b.index == c->nb - 1) {
+        double hwm = tree_mb(it, true);
+        if (hwm > r->hwm_mb) r->hwm_mb = hwm;
       }
-      batches++;
-      em_dl_batch_release(&b);
+      probe += now() - p0;
+      probe_cpu += cpu_self() - pc0;
     }
-    em_dl_iter_destroy(it);
-    t[e] = now() - t0 - probe;
-    cpu_main += cpu_s(RUSAGE_SELF) - cm0 - probe_cpu;
-    cpu_work += cpu_s(RUSAGE_CHILDREN) - cw0;
-    if (got != d->n || batches != nb) fail("epoch got %lld samples in %lld batches", got, batches);
-    int nused = 0;
-    for (int v = 0; v < NPOS * NPOS * 2; v++) nused += used[v];
-    if (nused < 20) fail("only %lld of 162 crop/flip variants in %lld checked images", nused, 128);
+    batches++;
+    em_dl_batch_release(&b);
   }
-  qsort(t, (size_t)epochs, sizeof *t, cmp);
-  double med = epochs % 2 ? t[epochs / 2] : (t[epochs / 2 - 1] + t[epochs / 2]) / 2;
+  em_dl_iter_destroy(it);
+  c->t[e] = now() - t0 - probe;
+  c->cpu_main += cpu_s(RUSAGE_SELF) - cm0 - probe_cpu;
+  c->cpu_work += cpu_s(RUSAGE_CHILDREN) - cw0;
+  if (got != d->n || batches != c->nb) fail("epoch got %lld samples in %lld batches", got, batches);
+  int nused = 0;
+  for (int v = 0; v < NPOS * NPOS * 2; v++) nused += used[v];
+  if (nused < 20) fail("only %lld of 162 crop/flip variants in %lld checked images", nused, 128);
+}
+
+static result ember_cfg_finish(ember_cfg *c, const fm *d, int epochs) {
+  qsort(c->t, (size_t)epochs, sizeof *c->t, cmp);
+  double med = epochs % 2 ? c->t[epochs / 2] : (c->t[epochs / 2 - 1] + c->t[epochs / 2]) / 2;
+  result r = c->r;
   r.sps = (double)d->n / med;
-  r.cpu_main = cpu_main / ((double)d->n * epochs) * 1e6;
-  r.cpu_work = cpu_work / ((double)d->n * epochs) * 1e6;
-  free(t);
-  free(seen);
-  em_dl_loader_destroy(l);
-  em_generator_destroy(g);
+  r.cpu_main = c->cpu_main / ((double)d->n * epochs) * 1e6;
+  r.cpu_work = c->cpu_work / ((double)d->n * epochs) * 1e6;
+  free(c->t);
+  free(c->seen);
+  em_dl_loader_destroy(c->l);
+  em_generator_destroy(c->g);
   return r;
 }
 
@@ -441,7 +467,11 @@ int main(int argc, char **argv) {
          "(torch: %d)%s\n", em_version(), (long long)d.n, BATCH, epochs, torch_epochs,
          prefetch ? "; non-default prefetch_factor" : "");
   result er[MAXW + 1];
-  for (int i = 0; i < nw; i++) er[wk[i]] = run_ember(ds, &d, wk[i], epochs, prefetch);
+  ember_cfg cfg[MAXW + 1];
+  for (int i = 0; i < nw; i++) ember_cfg_init(&cfg[i], ds, &d, wk[i], epochs, prefetch);
+  for (int e = 0; e < epochs; e++)
+    for (int i = 0; i < nw; i++) ember_epoch(&cfg[i], &d, e);
+  for (int i = 0; i < nw; i++) er[wk[i]] = ember_cfg_finish(&cfg[i], &d, epochs);
   bool have_torch = torch && run_torch(root, torch_epochs, wlist);
   if (torch && !have_torch) printf("(PyTorch reference unavailable: is python3-torch installed?)\n");
   double la[3] = {0};

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dataloader/dataloader_impl.h"
@@ -88,6 +89,7 @@ typedef struct wk {
   char *rbuf;             /* receive buffer */
   size_t rbuf_len;
   em__dl_result_msg msg;
+  int64_t hangup_checked; /* CLOCK_MONOTONIC_COARSE ns of the last socket check */
 } wk;
 
 /* Leaves without the parent's atexit handlers; stdio was flushed before
@@ -181,8 +183,17 @@ static em_status wk_make_ring(wk *w, size_t slot_bytes) {
   return EM_OK;
 }
 
-/* The main process closed its end: leave now. */
+/* The main process closed its end: leave now. Asked between samples, it
+ * looks at the socket every HANGUP_CHECK_NS of work (a clock read costs
+ * nanoseconds, a poll a system call), so a long batch stops soon after
+ * the iterator is dropped. */
+#define HANGUP_CHECK_NS 10000000LL
 static void wk_check_hangup(wk *w) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+  if (now - w->hangup_checked < HANGUP_CHECK_NS) return;
+  w->hangup_checked = now;
   struct pollfd p = {w->cfg->sock, POLLRDHUP, 0};
   if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) wk_exit(0);
 }
@@ -217,7 +228,7 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
     for (; got < n; got++) {
       int64_t index = w->idx[got];
       atomic_store_explicit(&stat->sample, index, memory_order_relaxed);
-      if ((got & 15) == 15) wk_check_hangup(w);
+      wk_check_hangup(w);
       w->samples[got].n = 0;
       em_clear_error();
       st = em_dl_dataset_get(c->dataset, index, &w->samples[got]);
@@ -238,7 +249,7 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
       bool done = false;
       w->samples[got].n = 0;
       em_clear_error();
-      if ((got & 15) == 15) wk_check_hangup(w);
+      wk_check_hangup(w);
       st = c->dataset->ops.iter_next(c->dataset->ctx, w->iter_state, &w->samples[got], &done);
       if (st) {
         em_dl_sample_release(&w->samples[got]);
