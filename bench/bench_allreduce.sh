@@ -5,11 +5,15 @@
 # (bench_mpi_allreduce.c, compiled here with mpicc: the CMake build never
 # needs MPI).
 #
-#   bench/bench_allreduce.sh [-B build-dir] [-b ember-backends] [-n ranks] [-s bytes,...] [-t seconds] [-N nice]
+#   bench/bench_allreduce.sh [-B build-dir] [-b ember-backends] [-n ranks] [-s bytes,...] [-t seconds]
+#                            [-r rounds] [-N nice]
 #
-# Defaults: -B build, -b tcp (add shm,auto once they are registered),
+# Defaults: -B build, -b tcp,shm (auto also exists: shm within a host),
 # -n 2,4, -s 4096,65536,1048576,16777216,67108864, -t 0.15 (seconds per
-# repetition; each number is the median of 5). A reference that cannot run
+# repetition; each number is the median of 5), -r 3 (rounds: every
+# implementation runs once per round, in turn, and the table shows the
+# median over the rounds, so a machine that drifts during the run weighs
+# on all of them alike). A reference that cannot run
 # (no PyTorch, no mpicc) is left out with a note. Prints the RESULT lines,
 # then a table with the ratios of each ember backend to gloo and to MPI
 # (TCP for tcp, shared memory for shm/auto), bandwidth ratios and latency
@@ -22,18 +26,20 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 build="$root/build"
-backends=tcp
+backends=tcp,shm
 ranks=2,4
+rounds=3
 sizes=4096,65536,1048576,16777216,67108864
 secs=0.15
 nice_n=0
-while getopts "B:b:n:s:t:N:h" opt; do
+while getopts "B:b:n:s:t:r:N:h" opt; do
   case $opt in
     B) build=$OPTARG ;;
     b) backends=$OPTARG ;;
     n) ranks=$OPTARG ;;
     s) sizes=$OPTARG ;;
     t) secs=$OPTARG ;;
+    r) rounds=$OPTARG ;;
     N) nice_n=$OPTARG ;;
     *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
@@ -45,31 +51,40 @@ trap 'rm -rf "$tmp"' EXIT
 out="$tmp/results"
 : > "$out"
 
-if [ -x "$build/bench/bench_allreduce" ]; then
-  run "$build/bench/bench_allreduce" -k -b "$backends" -n "$ranks" -s "$sizes" -t "$secs" | tee -a "$out"
-else
-  echo "note: $build/bench/bench_allreduce not built; ember left out" >&2
-fi
-
-for w in ${ranks//,/ }; do
-  run /usr/bin/python3 "$here/bench_gloo.py" "$w" "$secs" $sizes_sp | tee -a "$out" ||
-    echo "note: gloo at $w ranks did not run" >&2
-done
-
+have_mpi=0
 if command -v mpicc >/dev/null && command -v mpirun >/dev/null &&
    mpicc -O2 -o "$tmp/bench_mpi" "$here/bench_mpi_allreduce.c" 2>"$tmp/mpicc.log"; then
+  have_mpi=1
   mpi=(nice -n "$nice_n" mpirun --allow-run-as-root --oversubscribe --bind-to none --mca pml ob1)
-  for w in ${ranks//,/ }; do
-    "${mpi[@]}" -np "$w" --mca btl self,tcp --mca btl_tcp_if_include lo \
-      "$tmp/bench_mpi" mpi-tcp "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
-      { echo "note: MPI over TCP at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
-    "${mpi[@]}" -np "$w" --mca btl self,vader \
-      "$tmp/bench_mpi" mpi-shm "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
-      { echo "note: MPI over shared memory at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
-  done
 else
   echo "note: mpicc/mpirun unavailable; MPI left out" >&2
 fi
+[ -x "$build/bench/bench_allreduce" ] ||
+  echo "note: $build/bench/bench_allreduce not built; ember left out" >&2
+
+# Every implementation runs once per round, one after the other; the table
+# takes each figure's median over the rounds, so drift of a shared machine
+# during the run weighs on all of them alike.
+for round in $(seq "$rounds"); do
+  [ "$rounds" -gt 1 ] && echo "== round $round of $rounds"
+  if [ -x "$build/bench/bench_allreduce" ]; then
+    run "$build/bench/bench_allreduce" -k -b "$backends" -n "$ranks" -s "$sizes" -t "$secs" | tee -a "$out"
+  fi
+  for w in ${ranks//,/ }; do
+    run /usr/bin/python3 "$here/bench_gloo.py" "$w" "$secs" $sizes_sp | tee -a "$out" ||
+      echo "note: gloo at $w ranks did not run" >&2
+  done
+  if [ "$have_mpi" = 1 ]; then
+    for w in ${ranks//,/ }; do
+      "${mpi[@]}" -np "$w" --mca btl self,tcp --mca btl_tcp_if_include lo \
+        "$tmp/bench_mpi" mpi-tcp "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
+        { echo "note: MPI over TCP at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
+      "${mpi[@]}" -np "$w" --mca btl self,vader \
+        "$tmp/bench_mpi" mpi-shm "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
+        { echo "note: MPI over shared memory at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
+    done
+  fi
+done
 
 /usr/bin/python3 - "$out" <<'EOF'
 import sys
@@ -83,9 +98,17 @@ for line in open(sys.argv[1]):
     cpu = float(p[6]) if len(p) > 6 else float("nan")
     if impl not in impls:
         impls.append(impl)
-    rows.setdefault((w, b), {})[impl] = (sec, bw, cpu)
+    rows.setdefault((w, b), {}).setdefault(impl, []).append((sec, cpu))
 if not rows:
     print("no results"); sys.exit(1)
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+for (w, b), r in rows.items():  # per implementation: the median over the rounds
+    for i, runs in r.items():
+        sec = median([x[0] for x in runs])
+        r[i] = (sec, 2 * (w - 1) / w * b / sec / 1e9, median([x[1] for x in runs]))
 def size(b):
     for u, s in (("MiB", 1 << 20), ("KiB", 1 << 10)):
         if b >= s and b % s == 0:
