@@ -181,9 +181,9 @@ em_status em__elementwise_into(em_op op, em_dtype key, em_tensor *out, int nin,
                                em_tensor *const *in, const em_dtype *in_dtypes,
                                const em_op_attrs *a, int64_t grain);
 
-/* Helpers shared by the elementwise front ends (core/ops_binary.c). */
-/* "Float", "Long", ... as PyTorch names dtypes in messages. */
+/* "Float", "Long", ... as PyTorch names dtypes in messages (core/dtype.c). */
 const char *em__torch_dtype_name(em_dtype dt);
+/* Helpers shared by the elementwise front ends (core/ops_binary.c). */
 /* Errors for in-place ops whose result cannot be written into self. */
 em_status em__check_inplace_cast(const char *name, em_dtype result, em_dtype self);
 em_status em__check_inplace_shape(const char *name, em_tensor *self, int n,

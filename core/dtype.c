@@ -26,6 +26,15 @@ const em_dtype_info *em_dtype_get_info(em_dtype dt) {
 const char *em_dtype_name(em_dtype dt) {
   return em_dtype_is_valid(dt) ? dtype_table[dt].name : "?";
 }
+/* PyTorch's ScalarType names ("Float", "Long"), for messages that follow
+ * PyTorch's wording. */
+const char *em__torch_dtype_name(em_dtype dt) {
+  static const char *const names[EM_DTYPE_COUNT] = {
+      [EM_FLOAT32] = "Float", [EM_FLOAT64] = "Double", [EM_FLOAT16] = "Half",
+      [EM_BFLOAT16] = "BFloat16", [EM_INT8] = "Char", [EM_INT16] = "Short",
+      [EM_INT32] = "Int", [EM_INT64] = "Long", [EM_UINT8] = "Byte", [EM_BOOL] = "Bool"};
+  return em_dtype_is_valid(dt) ? names[dt] : "?";
+}
 size_t em_dtype_size(em_dtype dt) { return em_dtype_is_valid(dt) ? dtype_table[dt].size : 0; }
 bool em_dtype_is_float(em_dtype dt) { return em_dtype_is_valid(dt) && dtype_table[dt].is_float; }
 

@@ -31,17 +31,6 @@ em_tensor *em__convert(em_tensor *t, em_dtype dt);
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
 em_tensor *em__pow_scalar(em_tensor *t, em_scalar exponent); /* core/ops_unary.c */
 
-/* PyTorch's ScalarType names ("Float", "Long"), for messages that follow
- * PyTorch's wording. Shared with ops_unary.c and ops_ternary.c. */
-const char *em__torch_dtype_name(em_dtype dt);
-const char *em__torch_dtype_name(em_dtype dt) {
-  static const char *const names[EM_DTYPE_COUNT] = {
-      [EM_FLOAT32] = "Float", [EM_FLOAT64] = "Double", [EM_FLOAT16] = "Half",
-      [EM_BFLOAT16] = "BFloat16", [EM_INT8] = "Char", [EM_INT16] = "Short",
-      [EM_INT32] = "Int", [EM_INT64] = "Long", [EM_UINT8] = "Byte", [EM_BOOL] = "Bool"};
-  return em_dtype_is_valid(dt) ? names[dt] : "?";
-}
-
 /* ---- the op table ------------------------------------------------------------------- */
 
 typedef enum bkind {

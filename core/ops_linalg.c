@@ -48,15 +48,6 @@
 em_tensor *em__convert(em_tensor *t, em_dtype dt);       /* core/ops_copy.c */
 em_status em__copy_into(em_tensor *dst, em_tensor *src); /* core/ops_copy.c */
 
-/* PyTorch's names for dtypes in its messages ("expected scalar type Float"). */
-static const char *const pt_names[EM_DTYPE_COUNT] = {
-    [EM_FLOAT32] = "Float",     [EM_FLOAT64] = "Double", [EM_FLOAT16] = "Half",
-    [EM_BFLOAT16] = "BFloat16", [EM_INT8] = "Char",      [EM_INT16] = "Short",
-    [EM_INT32] = "Int",         [EM_INT64] = "Long",     [EM_UINT8] = "Byte",
-    [EM_BOOL] = "Bool"};
-
-static const char *pt_name(int dt) { return dt >= 0 && dt < EM_DTYPE_COUNT ? pt_names[dt] : "?"; }
-
 /* ---- the batched product ------------------------------------------------------------- */
 
 /* A [batch, rows, cols] matrix stack inside t's storage: element (b, i, j)
@@ -214,8 +205,9 @@ static bool null_args(const char *op, int n, em_tensor *const *ts) {
 /* The mm family: same dtype (no promotion), not bool, one device. */
 static bool bad_dtypes(const char *op, em_tensor *a, em_tensor *b) {
   if (a->dtype != b->dtype) {
-    em__set_error(EM_ERR_DTYPE, "%s: expected scalar type %s but found %s", op, pt_name(a->dtype),
-                  pt_name(b->dtype));
+    em__set_error(EM_ERR_DTYPE, "%s: expected scalar type %s but found %s", op,
+                  em__torch_dtype_name(a->dtype),
+                  em__torch_dtype_name(b->dtype));
     return true;
   }
   if (a->dtype == EM_BOOL) {
@@ -231,7 +223,7 @@ static bool bad_input(const char *op, const char *other, em_tensor *input, em_te
                       const int64_t *shape) {
   if (input->dtype != ref->dtype) {
     em__set_error(EM_ERR_DTYPE, "%s: self and %s must have the same dtype, but got %s and %s", op,
-                  other, pt_name(input->dtype), pt_name(ref->dtype));
+                  other, em__torch_dtype_name(input->dtype), em__torch_dtype_name(ref->dtype));
     return true;
   }
   em_tensor *ts[2] = {ref, input};
@@ -352,7 +344,7 @@ em_tensor *em_tensor_dot(em_tensor *a, em_tensor *b) {
   if (a->dtype != b->dtype)
     return EM_FAIL(EM_ERR_DTYPE,
                    "dot: expected both vectors to have same dtype, but found %s and %s",
-                   pt_name(a->dtype), pt_name(b->dtype));
+                   em__torch_dtype_name(a->dtype), em__torch_dtype_name(b->dtype));
   if (bad_dtypes("dot", a, b)) return NULL;
   int64_t k = a->shape[0];
   if (b->shape[0] != k)
@@ -400,7 +392,7 @@ em_tensor *em_tensor_addmm(em_tensor *input, em_tensor *m1, em_tensor *m2, doubl
     return EM_FAIL(EM_ERR_SHAPE, "addmm: mat2 must be a matrix, got %d-D tensor", m2->ndim);
   if (m1->dtype != m2->dtype)
     return EM_FAIL(EM_ERR_DTYPE, "addmm: mat1 and mat2 must have the same dtype, but got %s and %s",
-                   pt_name(m1->dtype), pt_name(m2->dtype));
+                   em__torch_dtype_name(m1->dtype), em__torch_dtype_name(m2->dtype));
   if (bad_dtypes("addmm", m1, m2) || mm_shapes_bad("addmm", m1, m2)) return NULL;
   int64_t n = m1->shape[0], k = m1->shape[1], m = m2->shape[1];
   int64_t shape[2] = {n, m};

@@ -45,23 +45,6 @@ em_tensor *em__convert(em_tensor *t, em_dtype dt);
 /* Signature of every kernel of this family (see core/cpu/reduce.c). */
 typedef em_status (*reduce_kernel)(em_tensor *const *out, em_tensor *in, const em_op_attrs *a);
 
-/* PyTorch's scalar type names, used in its messages. */
-static const char *tname(em_dtype dt) {
-  switch (dt) {
-    case EM_FLOAT32: return "Float";
-    case EM_FLOAT64: return "Double";
-    case EM_FLOAT16: return "Half";
-    case EM_BFLOAT16: return "BFloat16";
-    case EM_INT8: return "Char";
-    case EM_INT16: return "Short";
-    case EM_INT32: return "Int";
-    case EM_INT64: return "Long";
-    case EM_UINT8: return "Byte";
-    case EM_BOOL: return "Bool";
-    default: return "?";
-  }
-}
-
 static bool is_intlike(em_dtype dt) { return !em_dtype_is_float(dt); }
 
 static em_status check_input(const char *op, em_tensor *t) {
@@ -205,12 +188,12 @@ em_tensor *em_tensor_mean(em_tensor *t, int ndims, const int64_t *dims, bool kee
     return EM_FAIL(EM_ERR_DTYPE,
                    "mean(): could not infer output dtype. Optional dtype must be either a "
                    "floating point or complex dtype. Got: %s",
-                   tname(dt));
+                   em__torch_dtype_name(dt));
   if (dt == EM_DTYPE_UNDEFINED && !em_dtype_is_float((em_dtype)t->dtype))
     return EM_FAIL(EM_ERR_DTYPE,
                    "mean(): could not infer output dtype. Input dtype must be either a "
                    "floating point or complex dtype. Got: %s",
-                   tname((em_dtype)t->dtype));
+                   em__torch_dtype_name((em_dtype)t->dtype));
   return sum_like(EM_OP_MEAN, "mean", t, ndims, dims, keepdim, dt);
 }
 
@@ -324,7 +307,7 @@ em_tensor *em_tensor_norm(em_tensor *t, double p, int ndims, const int64_t *dims
     return EM_FAIL(EM_ERR_DTYPE,
                    "norm(): input dtype should be either floating point or complex. Got %s "
                    "instead.",
-                   tname((em_dtype)t->dtype));
+                   em__torch_dtype_name((em_dtype)t->dtype));
   a.f[0] = p;
   return reduce1(EM_OP_NORM, "norm", t, &a, red, keepdim, EM_DTYPE_UNDEFINED, EM_DTYPE_UNDEFINED,
                  true);
@@ -441,7 +424,7 @@ static em_tensor *softmax_like(em_op op, const char *name, em_tensor *t, int dim
   em_dtype odt = dt == EM_DTYPE_UNDEFINED ? (em_dtype)t->dtype : dt;
   if (!em_dtype_is_float(odt))
     return EM_FAIL(EM_ERR_DTYPE, "%s: \"%s%s_kernel_impl\" not implemented for '%s'", name, name,
-                   (t->ndim == 0 || d == t->ndim - 1) ? "_lastdim" : "", tname(odt));
+                   (t->ndim == 0 || d == t->ndim - 1) ? "_lastdim" : "", em__torch_dtype_name(odt));
   em_op_attrs a = {0};
   a.i[1] = d;
   a.i[2] = dt;

@@ -126,22 +126,6 @@ static const char *cpp_type_name(em_dtype dt) {
   }
 }
 
-static const char *torch_type_name(em_dtype dt) {
-  switch (dt) {
-    case EM_FLOAT32: return "Float";
-    case EM_FLOAT64: return "Double";
-    case EM_FLOAT16: return "Half";
-    case EM_BFLOAT16: return "BFloat16";
-    case EM_INT8: return "Char";
-    case EM_INT16: return "Short";
-    case EM_INT32: return "Int";
-    case EM_INT64: return "Long";
-    case EM_UINT8: return "Byte";
-    case EM_BOOL: return "Bool";
-    default: return "?";
-  }
-}
-
 /* t as a contiguous tensor of dtype dt: t itself (retained) when it
  * already is one, else a converted copy. Never records. */
 em_tensor *em__convert(em_tensor *t, em_dtype dt); /* core/ops_copy.c */
@@ -380,7 +364,7 @@ static em_status conv_check(const char *op, int spatial, bool transposed, em_ten
   em_dtype xdt = (em_dtype)x->dtype;
   if (!em_dtype_is_float(xdt))
     return em__set_error(EM_ERR_DTYPE, "%s: \"%s\" not implemented for '%s'", op, op,
-                         torch_type_name(xdt));
+                         em__torch_dtype_name(xdt));
   if (w->dtype != x->dtype)
     return em__set_error(EM_ERR_DTYPE, "%s: Input type (%s) and weight type (%s) should be the same",
                          op, cpp_type_name(xdt), cpp_type_name((em_dtype)w->dtype));

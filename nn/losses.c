@@ -23,24 +23,6 @@
 
 #define REL(t) (em_tensor_release(t), (t) = NULL)
 
-/* PyTorch's names for dtypes in its messages ("expected scalar type Long
- * but found Int"). */
-static const char *torch_name(em_dtype dt) {
-  switch (dt) {
-    case EM_FLOAT32: return "Float";
-    case EM_FLOAT64: return "Double";
-    case EM_FLOAT16: return "Half";
-    case EM_BFLOAT16: return "BFloat16";
-    case EM_INT8: return "Char";
-    case EM_INT16: return "Short";
-    case EM_INT32: return "Int";
-    case EM_INT64: return "Long";
-    case EM_UINT8: return "Byte";
-    case EM_BOOL: return "Bool";
-    default: return "?";
-  }
-}
-
 static em_status check_reduction(const char *op, em_reduction r) {
   if (r != EM_REDUCTION_MEAN && r != EM_REDUCTION_SUM && r != EM_REDUCTION_NONE)
     return em__set_error(EM_ERR_INVALID, "%s: %d is not a valid value for reduction", op, (int)r);
@@ -265,7 +247,7 @@ static em_status nll_validate(const char *op, em_tensor *input, em_tensor *targe
     return em__set_error(EM_ERR_SHAPE, "%s: Expected 1 or more dimensions (got 0)", op);
   if (target->dtype != EM_INT64)
     return em__set_error(EM_ERR_DTYPE, "%s: expected scalar type Long but found %s", op,
-                         torch_name((em_dtype)target->dtype));
+                         em__torch_dtype_name((em_dtype)target->dtype));
   if (input->ndim == 1) {
     if (target->ndim != 0)
       return em__set_error(EM_ERR_SHAPE, "%s: size mismatch (got input: %s, target: %s)", op,
@@ -301,7 +283,8 @@ static em_status nll_validate(const char *op, em_tensor *input, em_tensor *targe
                            op, (long long)C, em__tshape(weight));
     if (weight->dtype != input->dtype)
       return em__set_error(EM_ERR_DTYPE, "%s: expected scalar type %s but found %s (weight)", op,
-                           torch_name((em_dtype)input->dtype), torch_name((em_dtype)weight->dtype));
+                           em__torch_dtype_name((em_dtype)input->dtype),
+                           em__torch_dtype_name((em_dtype)weight->dtype));
   }
   return EM_OK;
 }
@@ -435,7 +418,7 @@ em_tensor *em_nn_f_cross_entropy(em_tensor *input, em_tensor *target, const em_c
     if (!em_dtype_is_float((em_dtype)target->dtype))
       return EM_FAIL(EM_ERR_DTYPE,
                      "%s: Expected floating point type for target with class probabilities, got %s",
-                     op, torch_name((em_dtype)target->dtype));
+                     op, em__torch_dtype_name((em_dtype)target->dtype));
     if (ignore >= 0)
       return EM_FAIL(EM_ERR_INVALID, "%s: ignore_index is not supported for floating point target",
                      op);

@@ -46,22 +46,6 @@ static char *fmt(const char *f, ...) {
   return s;
 }
 
-static const char *torch_type_name(em_dtype dt) {
-  switch (dt) {
-    case EM_FLOAT32: return "Float";
-    case EM_FLOAT64: return "Double";
-    case EM_FLOAT16: return "Half";
-    case EM_BFLOAT16: return "BFloat16";
-    case EM_INT8: return "Char";
-    case EM_INT16: return "Short";
-    case EM_INT32: return "Int";
-    case EM_INT64: return "Long";
-    case EM_UINT8: return "Byte";
-    case EM_BOOL: return "Bool";
-    default: return "?";
-  }
-}
-
 static em_tensor *as_compute(em_tensor *t, em_dtype dt) {
   if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
   return em__convert(t, dt);
@@ -75,7 +59,7 @@ static em_status check_x(const char *op, em_tensor *x) {
   if (!x) return em__set_error(EM_ERR_INVALID, "%s: input must not be NULL", op);
   if (!em_dtype_is_float((em_dtype)x->dtype))
     return em__set_error(EM_ERR_DTYPE, "%s: \"%s\" not implemented for '%s'", op, op,
-                         torch_type_name((em_dtype)x->dtype));
+                         em__torch_dtype_name((em_dtype)x->dtype));
   if (!em_device_eq(x->device, EM_DEVICE_CPU))
     return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
   return EM_OK;
@@ -89,7 +73,7 @@ static em_status check_param_dtype(const char *op, const char *name, em_tensor *
   if (!ok)
     return em__set_error(EM_ERR_DTYPE,
                          "%s: expected %s to have scalar type %s (the input's), but got %s", op,
-                         name, torch_type_name(xd), torch_type_name(pd));
+                         name, em__torch_dtype_name(xd), em__torch_dtype_name(pd));
   if (!em_device_eq(p->device, EM_DEVICE_CPU))
     return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
   return EM_OK;

@@ -469,22 +469,6 @@ static em_tensor *pool_run(const pool_geom *g, em_tensor *x, em_tensor **indices
 
 /* ---- validation --------------------------------------------------------------------------------- */
 
-static const char *torch_type_name(em_dtype dt) {
-  switch (dt) {
-    case EM_FLOAT32: return "Float";
-    case EM_FLOAT64: return "Double";
-    case EM_FLOAT16: return "Half";
-    case EM_BFLOAT16: return "BFloat16";
-    case EM_INT8: return "Char";
-    case EM_INT16: return "Short";
-    case EM_INT32: return "Int";
-    case EM_INT64: return "Long";
-    case EM_UINT8: return "Byte";
-    case EM_BOOL: return "Bool";
-    default: return "?";
-  }
-}
-
 static em_status check_input(const char *op, em_tensor *x, bool max) {
   if (!x) return em__set_error(EM_ERR_INVALID, "%s: input must not be NULL", op);
   if (x->ndim != 3 && x->ndim != 4) {
@@ -500,7 +484,7 @@ static em_status check_input(const char *op, em_tensor *x, bool max) {
   }
   if (!em_dtype_is_float((em_dtype)x->dtype))
     return em__set_error(EM_ERR_DTYPE, "%s: \"%s\" not implemented for '%s'", op, op,
-                         torch_type_name((em_dtype)x->dtype));
+                         em__torch_dtype_name((em_dtype)x->dtype));
   bool on_cuda = false; /* CUDA tensors run the GPU kernels */
 #ifdef EMBER_CUDA
   on_cuda = x->device.type == EM_CUDA;
