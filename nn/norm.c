@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "autograd/autograd.h"
 #include "core/core_impl.h"
@@ -332,6 +333,99 @@ em_tensor *em_nn_f_batch_norm(em_tensor *x, em_tensor *running_mean, em_tensor *
 
 /* ---- layer norm ------------------------------------------------------------------------------ */
 
+/* ---- what layer norm and group norm share ------------------------------------------------- */
+
+/* A forward of x, weight, bias (either may be NULL): the inputs in the
+ * compute dtype, the output in it, and the statistics [2, nstats]
+ * (mean, rstd) in float64. */
+typedef struct norm_fwd {
+  em_dtype dt, cdt;
+  em_tensor *xc, *wc, *bc, *y, *stats;
+  double *mean, *rstd;
+} norm_fwd;
+
+static em_status norm_fwd_begin(norm_fwd *f, em_tensor *const *in, int64_t nstats) {
+  em_tensor *x = in[0];
+  memset(f, 0, sizeof *f);
+  f->dt = (em_dtype)x->dtype;
+  f->cdt = compute_dtype(f->dt);
+  if (!(f->stats = em_tensor_empty(EM_DIMS(2, nstats), EM_FLOAT64)) ||
+      !(f->xc = as_compute(x, f->cdt)) || (in[1] && !(f->wc = as_compute(in[1], f->cdt))) ||
+      (in[2] && !(f->bc = as_compute(in[2], f->cdt))) ||
+      !(f->y = em_tensor_empty(x->ndim, x->shape, f->cdt)))
+    return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
+  f->mean = (double *)em__data_ptr(f->stats);
+  f->rstd = f->mean + nstats;
+  return EM_OK;
+}
+
+/* Ends a forward (st: how it went so far): y in x's dtype; x, weight and
+ * the statistics saved for backward; the temporaries released. */
+static em_status norm_fwd_end(norm_fwd *f, em_status st, em_ag_ctx *ctx, em_tensor *const *in,
+                              int *nout, em_tensor **out) {
+  if (!st && f->cdt != f->dt) {
+    em_tensor *y2 = em__convert(f->y, f->dt);
+    em_tensor_release(f->y);
+    f->y = y2;
+    if (!y2) st = em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
+  }
+  if (!st && (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
+              em_ag_ctx_needs_input_grad(ctx, 2))) {
+    em_tensor *save[3] = {in[0], in[1], f->stats};
+    st = em_ag_ctx_save(ctx, 3, save);
+  }
+  em_tensor_release(f->xc), em_tensor_release(f->wc), em_tensor_release(f->bc);
+  em_tensor_release(f->stats);
+  if (st) {
+    em_tensor_release(f->y);
+    return st;
+  }
+  out[0] = f->y;
+  *nout = 1;
+  return EM_OK;
+}
+
+/* A backward: the saved x and statistics, and x, weight (when the
+ * forward had one) and dy in the compute dtype; dx allocated when x needs
+ * a gradient. */
+typedef struct norm_bwd {
+  em_dtype cdt;
+  bool need_x, need_w, need_b;
+  em_tensor *x, *xc, *wc, *dyc, *dx, *dw, *db;
+  double *mean, *rstd;
+} norm_bwd;
+
+static em_status norm_bwd_begin(norm_bwd *g, em_ag_ctx *ctx, em_tensor *dy, bool has_w,
+                                int64_t nstats) {
+  memset(g, 0, sizeof *g);
+  em_tensor *x = em_ag_ctx_saved(ctx, 0), *w = NULL, *stats = NULL;
+  if (!x || (has_w && !(w = em_ag_ctx_saved(ctx, 1))) || !(stats = em_ag_ctx_saved(ctx, 2)))
+    return em_last_status();
+  g->x = x;
+  g->need_x = em_ag_ctx_needs_input_grad(ctx, 0);
+  g->need_w = em_ag_ctx_needs_input_grad(ctx, 1);
+  g->need_b = em_ag_ctx_needs_input_grad(ctx, 2);
+  g->cdt = compute_dtype((em_dtype)x->dtype);
+  g->mean = (double *)em__data_ptr(stats);
+  g->rstd = g->mean + nstats;
+  if (!(g->xc = as_compute(x, g->cdt)) || !(g->dyc = as_compute(dy, g->cdt)) ||
+      (w && !(g->wc = as_compute(w, g->cdt))) ||
+      (g->need_x && !(g->dx = em_tensor_empty(x->ndim, x->shape, g->cdt))))
+    return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
+  return EM_OK;
+}
+
+/* Ends a backward (st: how it went): hands out dx, dw, db or frees them. */
+static em_status norm_bwd_end(norm_bwd *g, em_status st, em_tensor **grad_in) {
+  em_tensor_release(g->xc), em_tensor_release(g->wc), em_tensor_release(g->dyc);
+  if (st) {
+    em_tensor_release(g->dx), em_tensor_release(g->dw), em_tensor_release(g->db);
+    return st;
+  }
+  grad_in[0] = g->dx, grad_in[1] = g->dw, grad_in[2] = g->db;
+  return EM_OK;
+}
+
 typedef struct ln_ctx {
   int64_t M, D;
   int nd;                     /* normalised dims */
@@ -344,55 +438,21 @@ typedef struct ln_ctx {
 static em_status ln_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, int *nout,
                                em_tensor **out) {
   ln_ctx *l = em_ag_ctx_user(ctx);
-  em_tensor *x = in[0], *w = in[1], *b = in[2];
-  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
-  em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
-  em_status st = EM_OK;
-  stats = em_tensor_empty(EM_DIMS(2, l->M), EM_FLOAT64);
-  EM_CHECK_PTR_GOTO(stats, st, done);
-  xc = as_compute(x, cdt);
-  EM_CHECK_PTR_GOTO(xc, st, done);
-  if (w) {
-    wc = as_compute(w, cdt);
-    EM_CHECK_PTR_GOTO(wc, st, done);
+  norm_fwd f;
+  em_status st = norm_fwd_begin(&f, in, l->M);
+  if (!st) {
+    int64_t grain = l->D > 0 ? 1 + 32768 / l->D : 1;
+    if (f.cdt == EM_FLOAT64) {
+      ln_job_f64 J = {l->M, l->D, data_of(f.xc), data_of(f.wc), data_of(f.bc), NULL, data_of(f.y),
+                      NULL, f.mean, f.rstd, NULL, NULL, l->eps};
+      em__parallel_for(l->M, grain, ln_fwd_range_f64, &J);
+    } else {
+      ln_job_f32 J = {l->M, l->D, data_of(f.xc), data_of(f.wc), data_of(f.bc), NULL, data_of(f.y),
+                      NULL, f.mean, f.rstd, NULL, NULL, l->eps};
+      em__parallel_for(l->M, grain, ln_fwd_range_f32, &J);
+    }
   }
-  if (b) {
-    bc = as_compute(b, cdt);
-    EM_CHECK_PTR_GOTO(bc, st, done);
-  }
-  y = em_tensor_empty(x->ndim, x->shape, cdt);
-  EM_CHECK_PTR_GOTO(y, st, done);
-  double *mean = (double *)em__data_ptr(stats), *rstd = mean + l->M;
-  int64_t grain = l->D > 0 ? 1 + 32768 / l->D : 1;
-  if (cdt == EM_FLOAT64) {
-    ln_job_f64 J = {l->M, l->D, data_of(xc), data_of(wc), data_of(bc), NULL, data_of(y), NULL,
-                    mean, rstd, NULL, NULL, l->eps};
-    em__parallel_for(l->M, grain, ln_fwd_range_f64, &J);
-  } else {
-    ln_job_f32 J = {l->M, l->D, data_of(xc), data_of(wc), data_of(bc), NULL, data_of(y), NULL,
-                    mean, rstd, NULL, NULL, l->eps};
-    em__parallel_for(l->M, grain, ln_fwd_range_f32, &J);
-  }
-  if (cdt != dt) {
-    em_tensor *y2 = em__convert(y, dt);
-    em_tensor_release(y);
-    y = y2;
-    EM_CHECK_PTR_GOTO(y, st, done);
-  }
-  if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
-      em_ag_ctx_needs_input_grad(ctx, 2)) {
-    em_tensor *save[3] = {x, w, stats};
-    EM_CHECK_GOTO(em_ag_ctx_save(ctx, 3, save), st, done);
-  }
-done:
-  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc), em_tensor_release(stats);
-  if (st) {
-    em_tensor_release(y);
-    return st;
-  }
-  out[0] = y;
-  *nout = 1;
-  return EM_OK;
+  return norm_fwd_end(&f, st, ctx, in, nout, out);
 }
 
 /* A [n] double array as a tensor of the normalised shape and dtype dt. */
@@ -407,76 +467,51 @@ static em_tensor *param_grad(const double *v, const ln_ctx *l, em_dtype dt) {
 static em_status ln_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad_out, int nin,
                                 em_tensor **grad_in) {
   ln_ctx *l = em_ag_ctx_user(ctx);
-  em_tensor *dy = grad_out[0];
-  if (!dy) return EM_OK;
-  em_tensor *x = em_ag_ctx_saved(ctx, 0), *w = NULL;
-  if (!x) return em_last_status();
-  if (l->has_w && !(w = em_ag_ctx_saved(ctx, 1))) return em_last_status();
-  em_tensor *stats = em_ag_ctx_saved(ctx, 2);
-  if (!stats) return em_last_status();
-  bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
-       need_b = em_ag_ctx_needs_input_grad(ctx, 2);
-  em_dtype cdt = compute_dtype((em_dtype)x->dtype);
-  em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  if (!grad_out[0]) return EM_OK;
+  norm_bwd g;
   double *sums = NULL;
-  em_status st = EM_OK;
-  xc = as_compute(x, cdt);
-  EM_CHECK_PTR_GOTO(xc, st, done);
-  dyc = as_compute(dy, cdt);
-  EM_CHECK_PTR_GOTO(dyc, st, done);
-  if (w) {
-    wc = as_compute(w, cdt);
-    EM_CHECK_PTR_GOTO(wc, st, done);
-  }
-  double *mean = (double *)em__data_ptr(stats), *rstd = mean + l->M;
-  if (need_x) {
-    dx = em_tensor_empty(x->ndim, x->shape, cdt);
-    EM_CHECK_PTR_GOTO(dx, st, done);
+  em_status st = norm_bwd_begin(&g, ctx, grad_out[0], l->has_w, l->M);
+  if (st) goto done;
+  if (g.need_x) {
     int64_t grain = l->D > 0 ? 1 + 16384 / l->D : 1;
-    if (cdt == EM_FLOAT64) {
-      ln_job_f64 J = {l->M, l->D, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL, data_of(dx),
-                      mean, rstd, NULL, NULL, l->eps};
+    if (g.cdt == EM_FLOAT64) {
+      ln_job_f64 J = {l->M, l->D, data_of(g.xc), data_of(g.wc), NULL, data_of(g.dyc), NULL,
+                      data_of(g.dx), g.mean, g.rstd, NULL, NULL, l->eps};
       em__parallel_for(l->M, grain, ln_bwd_range_f64, &J);
     } else {
-      ln_job_f32 J = {l->M, l->D, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL, data_of(dx),
-                      mean, rstd, NULL, NULL, l->eps};
+      ln_job_f32 J = {l->M, l->D, data_of(g.xc), data_of(g.wc), NULL, data_of(g.dyc), NULL,
+                      data_of(g.dx), g.mean, g.rstd, NULL, NULL, l->eps};
       em__parallel_for(l->M, grain, ln_bwd_range_f32, &J);
     }
   }
-  if (need_w || need_b) {
+  if (g.need_w || g.need_b) {
     sums = malloc(sizeof(double) * (size_t)(2 * l->D + 1));
     if (!sums) {
       st = em__set_error(EM_ERR_NOMEM, "layer_norm backward: out of memory");
       goto done;
     }
     int64_t grain = l->M > 0 ? 1 + 16384 / l->M : l->D + 1;
-    if (cdt == EM_FLOAT64) {
-      ln_job_f64 J = {l->M, l->D, data_of(xc), NULL, NULL, data_of(dyc), NULL, NULL,
-                      mean, rstd, sums, sums + l->D, l->eps};
+    if (g.cdt == EM_FLOAT64) {
+      ln_job_f64 J = {l->M, l->D, data_of(g.xc), NULL, NULL, data_of(g.dyc), NULL, NULL,
+                      g.mean, g.rstd, sums, sums + l->D, l->eps};
       em__parallel_for(l->D, grain, ln_param_range_f64, &J);
     } else {
-      ln_job_f32 J = {l->M, l->D, data_of(xc), NULL, NULL, data_of(dyc), NULL, NULL,
-                      mean, rstd, sums, sums + l->D, l->eps};
+      ln_job_f32 J = {l->M, l->D, data_of(g.xc), NULL, NULL, data_of(g.dyc), NULL, NULL,
+                      g.mean, g.rstd, sums, sums + l->D, l->eps};
       em__parallel_for(l->D, grain, ln_param_range_f32, &J);
     }
-    if (need_w) {
-      dw = param_grad(sums, l, cdt);
-      EM_CHECK_PTR_GOTO(dw, st, done);
+    if (g.need_w) {
+      g.dw = param_grad(sums, l, g.cdt);
+      EM_CHECK_PTR_GOTO(g.dw, st, done);
     }
-    if (need_b) {
-      db = param_grad(sums + l->D, l, cdt);
-      EM_CHECK_PTR_GOTO(db, st, done);
+    if (g.need_b) {
+      g.db = param_grad(sums + l->D, l, g.cdt);
+      EM_CHECK_PTR_GOTO(g.db, st, done);
     }
   }
 done:
-  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(dyc);
   free(sums);
-  if (st) {
-    em_tensor_release(dx), em_tensor_release(dw), em_tensor_release(db);
-    return st;
-  }
-  grad_in[0] = dx, grad_in[1] = dw, grad_in[2] = db;
-  return EM_OK;
+  return norm_bwd_end(&g, st, grad_in);
 }
 
 static const em_ag_function ln_function = {"NativeLayerNormBackward0", ln_fn_forward,
@@ -552,102 +587,47 @@ typedef struct gn_ctx {
 static em_status gn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, int *nout,
                                em_tensor **out) {
   gn_ctx *q = em_ag_ctx_user(ctx);
-  em_tensor *x = in[0], *w = in[1], *b = in[2];
-  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
-  em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
-  em_status st = EM_OK;
   int64_t NG = q->N * q->G;
-  stats = em_tensor_empty(EM_DIMS(2, NG), EM_FLOAT64);
-  EM_CHECK_PTR_GOTO(stats, st, done);
-  xc = as_compute(x, cdt);
-  EM_CHECK_PTR_GOTO(xc, st, done);
-  if (w) {
-    wc = as_compute(w, cdt);
-    EM_CHECK_PTR_GOTO(wc, st, done);
+  norm_fwd f;
+  em_status st = norm_fwd_begin(&f, in, NG);
+  if (!st) {
+    int64_t per = q->C / q->G * q->S, grain = per > 0 ? 1 + 32768 / per : 1;
+    if (f.cdt == EM_FLOAT64) {
+      gn_job_f64 J = {q->N, q->C, q->S, q->G, data_of(f.xc), data_of(f.wc), data_of(f.bc), NULL,
+                      data_of(f.y), NULL, f.mean, f.rstd, NULL, NULL, q->eps};
+      em__parallel_for(NG, grain, gn_fwd_range_f64, &J);
+    } else {
+      gn_job_f32 J = {q->N, q->C, q->S, q->G, data_of(f.xc), data_of(f.wc), data_of(f.bc), NULL,
+                      data_of(f.y), NULL, f.mean, f.rstd, NULL, NULL, q->eps};
+      em__parallel_for(NG, grain, gn_fwd_range_f32, &J);
+    }
   }
-  if (b) {
-    bc = as_compute(b, cdt);
-    EM_CHECK_PTR_GOTO(bc, st, done);
-  }
-  y = em_tensor_empty(x->ndim, x->shape, cdt);
-  EM_CHECK_PTR_GOTO(y, st, done);
-  double *mean = (double *)em__data_ptr(stats), *rstd = mean + NG;
-  int64_t per = q->C / q->G * q->S, grain = per > 0 ? 1 + 32768 / per : 1;
-  if (cdt == EM_FLOAT64) {
-    gn_job_f64 J = {q->N, q->C, q->S, q->G, data_of(xc), data_of(wc), data_of(bc), NULL,
-                    data_of(y), NULL, mean, rstd, NULL, NULL, q->eps};
-    em__parallel_for(NG, grain, gn_fwd_range_f64, &J);
-  } else {
-    gn_job_f32 J = {q->N, q->C, q->S, q->G, data_of(xc), data_of(wc), data_of(bc), NULL,
-                    data_of(y), NULL, mean, rstd, NULL, NULL, q->eps};
-    em__parallel_for(NG, grain, gn_fwd_range_f32, &J);
-  }
-  if (cdt != dt) {
-    em_tensor *y2 = em__convert(y, dt);
-    em_tensor_release(y);
-    y = y2;
-    EM_CHECK_PTR_GOTO(y, st, done);
-  }
-  if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
-      em_ag_ctx_needs_input_grad(ctx, 2)) {
-    em_tensor *save[3] = {x, w, stats};
-    EM_CHECK_GOTO(em_ag_ctx_save(ctx, 3, save), st, done);
-  }
-done:
-  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc), em_tensor_release(stats);
-  if (st) {
-    em_tensor_release(y);
-    return st;
-  }
-  out[0] = y;
-  *nout = 1;
-  return EM_OK;
+  return norm_fwd_end(&f, st, ctx, in, nout, out);
 }
 
 static em_status gn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad_out, int nin,
                                 em_tensor **grad_in) {
   gn_ctx *q = em_ag_ctx_user(ctx);
-  em_tensor *dy = grad_out[0];
-  if (!dy) return EM_OK;
-  em_tensor *x = em_ag_ctx_saved(ctx, 0), *w = NULL;
-  if (!x) return em_last_status();
-  if (q->has_w && !(w = em_ag_ctx_saved(ctx, 1))) return em_last_status();
-  em_tensor *stats = em_ag_ctx_saved(ctx, 2);
-  if (!stats) return em_last_status();
-  bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
-       need_b = em_ag_ctx_needs_input_grad(ctx, 2);
-  em_dtype cdt = compute_dtype((em_dtype)x->dtype);
-  em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
-  double *sums = NULL, *pg = NULL;
-  em_status st = EM_OK;
+  if (!grad_out[0]) return EM_OK;
   const int64_t N = q->N, C = q->C, G = q->G, NG = N * G;
+  norm_bwd g;
+  double *sums = NULL, *pg = NULL;
+  em_status st = norm_bwd_begin(&g, ctx, grad_out[0], q->has_w, NG);
+  if (st) goto done;
   sums = malloc(sizeof(double) * (size_t)(2 * N * C + 1));
   pg = calloc((size_t)(2 * C + 1), sizeof(double));
   if (!sums || !pg) {
     st = em__set_error(EM_ERR_NOMEM, "group_norm backward: out of memory");
     goto done;
   }
-  xc = as_compute(x, cdt);
-  EM_CHECK_PTR_GOTO(xc, st, done);
-  dyc = as_compute(dy, cdt);
-  EM_CHECK_PTR_GOTO(dyc, st, done);
-  if (w) {
-    wc = as_compute(w, cdt);
-    EM_CHECK_PTR_GOTO(wc, st, done);
-  }
-  if (need_x) {
-    dx = em_tensor_empty(x->ndim, x->shape, cdt);
-    EM_CHECK_PTR_GOTO(dx, st, done);
-  }
-  double *mean = (double *)em__data_ptr(stats), *rstd = mean + NG;
   int64_t per = C / G * q->S, grain = per > 0 ? 1 + 16384 / per : 1;
-  if (cdt == EM_FLOAT64) {
-    gn_job_f64 J = {N, C, q->S, G, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL,
-                    data_of(dx), mean, rstd, sums, sums + N * C, q->eps};
+  if (g.cdt == EM_FLOAT64) {
+    gn_job_f64 J = {N, C, q->S, G, data_of(g.xc), data_of(g.wc), NULL, data_of(g.dyc), NULL,
+                    data_of(g.dx), g.mean, g.rstd, sums, sums + N * C, q->eps};
     em__parallel_for(NG, grain, gn_bwd_range_f64, &J);
   } else {
-    gn_job_f32 J = {N, C, q->S, G, data_of(xc), data_of(wc), NULL, data_of(dyc), NULL,
-                    data_of(dx), mean, rstd, sums, sums + N * C, q->eps};
+    gn_job_f32 J = {N, C, q->S, G, data_of(g.xc), data_of(g.wc), NULL, data_of(g.dyc), NULL,
+                    data_of(g.dx), g.mean, g.rstd, sums, sums + N * C, q->eps};
     em__parallel_for(NG, grain, gn_bwd_range_f32, &J);
   }
   /* dw[c] = sum_n rstd (sum dy (x - mean)), db[c] = sum_n sum dy */
@@ -655,26 +635,20 @@ static em_status gn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad
   for (int64_t n = 0; n < N; n++)
     for (int64_t c = 0; c < C; c++) {
       int64_t t = n * G + c / Cg;
-      pg[c] += rstd[t] * sums[N * C + n * C + c];
+      pg[c] += g.rstd[t] * sums[N * C + n * C + c];
       pg[C + c] += sums[n * C + c];
     }
-  if (need_w) {
-    dw = from_doubles(pg, C, cdt);
-    EM_CHECK_PTR_GOTO(dw, st, done);
+  if (g.need_w) {
+    g.dw = from_doubles(pg, C, g.cdt);
+    EM_CHECK_PTR_GOTO(g.dw, st, done);
   }
-  if (need_b) {
-    db = from_doubles(pg + C, C, cdt);
-    EM_CHECK_PTR_GOTO(db, st, done);
+  if (g.need_b) {
+    g.db = from_doubles(pg + C, C, g.cdt);
+    EM_CHECK_PTR_GOTO(g.db, st, done);
   }
 done:
-  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(dyc);
   free(sums), free(pg);
-  if (st) {
-    em_tensor_release(dx), em_tensor_release(dw), em_tensor_release(db);
-    return st;
-  }
-  grad_in[0] = dx, grad_in[1] = dw, grad_in[2] = db;
-  return EM_OK;
+  return norm_bwd_end(&g, st, grad_in);
 }
 
 static const em_ag_function gn_function = {"NativeGroupNormBackward0", gn_fn_forward,
