@@ -12,28 +12,6 @@
  */
 #include "core/cpu/kernel_impl.h"
 
-/* Wrapping multiply. (EM_WRAP_MUL multiplies two uint16_t, which promote
- * to int and can overflow it: the "* 1u" keeps the product unsigned.) */
-#define WMUL(T, x, y) ((T)((EM_UNSIGNED_OF(T))(x) * 1u * (EM_UNSIGNED_OF(T))(y)))
-
-/* ---- dtype lists with extra arguments passed through ------------------------------
- * X(ENUM, T, C, LD, STORE, ...): same entries as kernel_impl.h's lists. */
-#define L_FLOAT(X, ...)                                      \
-  X(FLOAT32, float, float, EM_ID, EM_ID, __VA_ARGS__)        \
-  X(FLOAT64, double, double, EM_ID, EM_ID, __VA_ARGS__)      \
-  X(FLOAT16, uint16_t, float, em__h2f, em__f2h, __VA_ARGS__) \
-  X(BFLOAT16, uint16_t, float, em__b2f, em__f2b, __VA_ARGS__)
-#define L_SINT(X, ...)                                  \
-  X(INT8, int8_t, int8_t, EM_ID, EM_ID, __VA_ARGS__)    \
-  X(INT16, int16_t, int16_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(INT32, int32_t, int32_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(INT64, int64_t, int64_t, EM_ID, EM_ID, __VA_ARGS__)
-#define L_UINT(X, ...) X(UINT8, uint8_t, uint8_t, EM_ID, EM_ID, __VA_ARGS__)
-#define L_BOOL(X, ...) X(BOOL, bool, bool, EM_ID, EM_ID, __VA_ARGS__)
-#define L_INT(X, ...) L_SINT(X, __VA_ARGS__) L_UINT(X, __VA_ARGS__)
-#define L_NUM(X, ...) L_FLOAT(X, __VA_ARGS__) L_INT(X, __VA_ARGS__)
-#define L_ALL(X, ...) L_NUM(X, __VA_ARGS__) L_BOOL(X, __VA_ARGS__)
-
 /* Kernel k_<NAME>_<ENUM>: out = EXPR(x, y) after the statements PRE;
  * inside PRE and EXPR the storage type is TT and the compute type CC. */
 #define DEF_B(ENUM, T, C, LD, ST, NAME, PRE, EXPR) \
@@ -129,42 +107,25 @@ static inline double truncdiv_d(double a, double b) { return trunc(a / b); }
   static inline T tdiv_##ENUM(T x, T y) { return y ? (T)(x / y) : 0; }                      \
   static inline T rem_##ENUM(T x, T y) { return y ? (T)(x % y) : 0; }                       \
   static inline T fmod_##ENUM(T x, T y) { return y ? (T)(x % y) : 0; }
-L_SINT(DEF_IDIV_S, _)
-L_UINT(DEF_IDIV_U, _)
+EM_L_SINT(DEF_IDIV_S, _)
+EM_L_UINT(DEF_IDIV_U, _)
 
-/* Integer powers, wrapping; negative exponents as PyTorch: 1 -> 1,
- * -1 -> +-1, else 0. */
-#define DEF_IPOW(ENUM, T, ...)                                               \
-  static inline T ipow_##ENUM(T b, int64_t e) {                            \
-    if (e < 0) {                                                            \
-      if (b == 1) return 1;                                                 \
-      if (b == (T)-1) return (e & 1) ? (T)-1 : (T)1;                        \
-      return 0;                                                             \
-    }                                                                       \
-    T r = 1;                                                                \
-    while (e) {                                                             \
-      if (e & 1) r = WMUL(T, r, b);                                  \
-      e >>= 1;                                                              \
-      if (e) b = WMUL(T, b, b);                                      \
-    }                                                                       \
-    return r;                                                               \
-  }
-L_INT(DEF_IPOW, _)
+EM_L_INT(EM_DEF_IPOW, _)
 
 /* ---- arithmetic (attrs: f[0] = alpha for float kernels, i[0] = alpha for
  * integer and bool kernels) ---------------------------------------------------------- */
 
-L_FLOAT(DEF_B2, add, const CC al = (CC)a->f[0], al == 1, x + y, x + al * y)
-L_INT(DEF_B2, add, const TT al = (TT)a->i[0], al == 1, EM_WRAP_ADD(TT, x, y),
-      EM_WRAP_ADD(TT, x, WMUL(TT, al, y)))
-L_BOOL(DEF_B, add, const bool al = a->i[0] != 0, x | (al & y))
-L_FLOAT(DEF_B2, sub, const CC al = (CC)a->f[0], al == 1, x - y, x - al * y)
-L_INT(DEF_B2, sub, const TT al = (TT)a->i[0], al == 1, EM_WRAP_SUB(TT, x, y),
-      EM_WRAP_SUB(TT, x, WMUL(TT, al, y)))
-L_FLOAT(DEF_B, mul, NOPRE, x * y)
-L_INT(DEF_B, mul, NOPRE, WMUL(TT, x, y))
-L_BOOL(DEF_B, mul, NOPRE, x & y)
-L_FLOAT(DEF_B, div, NOPRE, x / y)
+EM_L_FLOAT(DEF_B2, add, const CC al = (CC)a->f[0], al == 1, x + y, x + al * y)
+EM_L_INT(DEF_B2, add, const TT al = (TT)a->i[0], al == 1, EM_WRAP_ADD(TT, x, y),
+      EM_WRAP_ADD(TT, x, EM_WRAP_MUL(TT, al, y)))
+EM_L_BOOL(DEF_B, add, const bool al = a->i[0] != 0, x | (al & y))
+EM_L_FLOAT(DEF_B2, sub, const CC al = (CC)a->f[0], al == 1, x - y, x - al * y)
+EM_L_INT(DEF_B2, sub, const TT al = (TT)a->i[0], al == 1, EM_WRAP_SUB(TT, x, y),
+      EM_WRAP_SUB(TT, x, EM_WRAP_MUL(TT, al, y)))
+EM_L_FLOAT(DEF_B, mul, NOPRE, x * y)
+EM_L_INT(DEF_B, mul, NOPRE, EM_WRAP_MUL(TT, x, y))
+EM_L_BOOL(DEF_B, mul, NOPRE, x & y)
+EM_L_FLOAT(DEF_B, div, NOPRE, x / y)
 
 #define IDIV_KERNELS(ENUM, T, C, LD, ST, ...)                                      \
   DEF_B(ENUM, T, C, LD, ST, floor_divide, NOPRE, fdiv_##ENUM(x, y))                \
@@ -172,76 +133,76 @@ L_FLOAT(DEF_B, div, NOPRE, x / y)
   DEF_B(ENUM, T, C, LD, ST, remainder, NOPRE, rem_##ENUM(x, y))                    \
   DEF_B(ENUM, T, C, LD, ST, fmod, NOPRE, fmod_##ENUM(x, y))                        \
   DEF_B(ENUM, T, C, LD, ST, pow, NOPRE, ipow_##ENUM(x, (int64_t)y))
-L_INT(IDIV_KERNELS, _)
-L_FLOAT(DEF_B, floor_divide, NOPRE, FD2_(floordiv_f, floordiv_d, x, y))
-L_FLOAT(DEF_B, trunc_divide, NOPRE, FD2_(truncdiv_f, truncdiv_d, x, y))
-L_FLOAT(DEF_B, remainder, NOPRE, FD2_(rem_f, rem_d, x, y))
-L_FLOAT(DEF_B, fmod, NOPRE, FD2_(fmodf, fmod, x, y))
-L_FLOAT(DEF_B, pow, NOPRE, FD2_(powf, pow, x, y))
-L_FLOAT(DEF_B, atan2, NOPRE, FD2_(atan2f, atan2, x, y))
+EM_L_INT(IDIV_KERNELS, _)
+EM_L_FLOAT(DEF_B, floor_divide, NOPRE, FD2_(floordiv_f, floordiv_d, x, y))
+EM_L_FLOAT(DEF_B, trunc_divide, NOPRE, FD2_(truncdiv_f, truncdiv_d, x, y))
+EM_L_FLOAT(DEF_B, remainder, NOPRE, FD2_(rem_f, rem_d, x, y))
+EM_L_FLOAT(DEF_B, fmod, NOPRE, FD2_(fmodf, fmod, x, y))
+EM_L_FLOAT(DEF_B, pow, NOPRE, FD2_(powf, pow, x, y))
+EM_L_FLOAT(DEF_B, atan2, NOPRE, FD2_(atan2f, atan2, x, y))
 
-L_FLOAT(DEF_B, maximum, NOPRE, MAXIMUM_F(x, y))
-L_FLOAT(DEF_B, minimum, NOPRE, MINIMUM_F(x, y))
-L_INT(DEF_B, maximum, NOPRE, x < y ? y : x)
-L_INT(DEF_B, minimum, NOPRE, y < x ? y : x)
-L_BOOL(DEF_B, maximum, NOPRE, x | y)
-L_BOOL(DEF_B, minimum, NOPRE, x & y)
+EM_L_FLOAT(DEF_B, maximum, NOPRE, MAXIMUM_F(x, y))
+EM_L_FLOAT(DEF_B, minimum, NOPRE, MINIMUM_F(x, y))
+EM_L_INT(DEF_B, maximum, NOPRE, x < y ? y : x)
+EM_L_INT(DEF_B, minimum, NOPRE, y < x ? y : x)
+EM_L_BOOL(DEF_B, maximum, NOPRE, x | y)
+EM_L_BOOL(DEF_B, minimum, NOPRE, x & y)
 
 /* ---- logical (bool out), bitwise (integers and bool) -------------------------------- */
 
-L_ALL(DEF_BB, logical_and, NOPRE, (x != 0) & (y != 0))
-L_ALL(DEF_BB, logical_or, NOPRE, (x != 0) | (y != 0))
-L_ALL(DEF_BB, logical_xor, NOPRE, (x != 0) ^ (y != 0))
-L_INT(DEF_B, bitwise_and, NOPRE, (TT)(x & y))
-L_INT(DEF_B, bitwise_or, NOPRE, (TT)(x | y))
-L_INT(DEF_B, bitwise_xor, NOPRE, (TT)(x ^ y))
-L_BOOL(DEF_B, bitwise_and, NOPRE, x & y)
-L_BOOL(DEF_B, bitwise_or, NOPRE, x | y)
-L_BOOL(DEF_B, bitwise_xor, NOPRE, x ^ y)
+EM_L_ALL(DEF_BB, logical_and, NOPRE, (x != 0) & (y != 0))
+EM_L_ALL(DEF_BB, logical_or, NOPRE, (x != 0) | (y != 0))
+EM_L_ALL(DEF_BB, logical_xor, NOPRE, (x != 0) ^ (y != 0))
+EM_L_INT(DEF_B, bitwise_and, NOPRE, (TT)(x & y))
+EM_L_INT(DEF_B, bitwise_or, NOPRE, (TT)(x | y))
+EM_L_INT(DEF_B, bitwise_xor, NOPRE, (TT)(x ^ y))
+EM_L_BOOL(DEF_B, bitwise_and, NOPRE, x & y)
+EM_L_BOOL(DEF_B, bitwise_or, NOPRE, x | y)
+EM_L_BOOL(DEF_B, bitwise_xor, NOPRE, x ^ y)
 
 /* ---- comparisons (bool out, computed in the key dtype) ------------------------------ */
 
-L_ALL(DEF_BB, eq, NOPRE, x == y)
+EM_L_ALL(DEF_BB, eq, NOPRE, x == y)
 /* ReLU's gradient: x is the incoming gradient, y the forward output. */
-L_FLOAT(DEF_B, relu_backward, NOPRE, y > 0 ? x : (CC)0)
+EM_L_FLOAT(DEF_B, relu_backward, NOPRE, y > 0 ? x : (CC)0)
 
-L_ALL(DEF_BB, ne, NOPRE, x != y)
-L_ALL(DEF_BB, lt, NOPRE, x < y)
-L_ALL(DEF_BB, le, NOPRE, x <= y)
-L_ALL(DEF_BB, gt, NOPRE, x > y)
-L_ALL(DEF_BB, ge, NOPRE, x >= y)
+EM_L_ALL(DEF_BB, ne, NOPRE, x != y)
+EM_L_ALL(DEF_BB, lt, NOPRE, x < y)
+EM_L_ALL(DEF_BB, le, NOPRE, x <= y)
+EM_L_ALL(DEF_BB, gt, NOPRE, x > y)
+EM_L_ALL(DEF_BB, ge, NOPRE, x >= y)
 
 /* ---- registration ------------------------------------------------------------------- */
 
 void em__cpu_register_binary(void) {
 #define R(LIST, name, OP) LIST(REG_B, name, OP)
-  R(L_ALL, add, EM_OP_BINARY_add)
-  R(L_NUM, sub, EM_OP_BINARY_sub)
-  R(L_ALL, mul, EM_OP_BINARY_mul)
-  R(L_FLOAT, div, EM_OP_BINARY_div)
-  R(L_NUM, floor_divide, EM_OP_BINARY_floor_divide)
-  R(L_NUM, trunc_divide, EM_OP_BINARY_trunc_divide)
-  R(L_NUM, remainder, EM_OP_BINARY_remainder)
-  R(L_NUM, fmod, EM_OP_BINARY_fmod)
-  R(L_NUM, pow, EM_OP_BINARY_pow)
-  R(L_ALL, maximum, EM_OP_BINARY_maximum)
-  R(L_ALL, minimum, EM_OP_BINARY_minimum)
-  R(L_FLOAT, atan2, EM_OP_BINARY_atan2)
-  R(L_ALL, logical_and, EM_OP_BINARY_logical_and)
-  R(L_ALL, logical_or, EM_OP_BINARY_logical_or)
-  R(L_ALL, logical_xor, EM_OP_BINARY_logical_xor)
-  R(L_INT, bitwise_and, EM_OP_BINARY_bitwise_and)
-  R(L_INT, bitwise_or, EM_OP_BINARY_bitwise_or)
-  R(L_INT, bitwise_xor, EM_OP_BINARY_bitwise_xor)
-  R(L_BOOL, bitwise_and, EM_OP_BINARY_bitwise_and)
-  R(L_BOOL, bitwise_or, EM_OP_BINARY_bitwise_or)
-  R(L_BOOL, bitwise_xor, EM_OP_BINARY_bitwise_xor)
-  R(L_FLOAT, relu_backward, EM_OP_RELU_BACKWARD)
-  R(L_ALL, eq, EM_OP_EQ)
-  R(L_ALL, ne, EM_OP_NE)
-  R(L_ALL, lt, EM_OP_LT)
-  R(L_ALL, le, EM_OP_LE)
-  R(L_ALL, gt, EM_OP_GT)
-  R(L_ALL, ge, EM_OP_GE)
+  R(EM_L_ALL, add, EM_OP_BINARY_add)
+  R(EM_L_NUM, sub, EM_OP_BINARY_sub)
+  R(EM_L_ALL, mul, EM_OP_BINARY_mul)
+  R(EM_L_FLOAT, div, EM_OP_BINARY_div)
+  R(EM_L_NUM, floor_divide, EM_OP_BINARY_floor_divide)
+  R(EM_L_NUM, trunc_divide, EM_OP_BINARY_trunc_divide)
+  R(EM_L_NUM, remainder, EM_OP_BINARY_remainder)
+  R(EM_L_NUM, fmod, EM_OP_BINARY_fmod)
+  R(EM_L_NUM, pow, EM_OP_BINARY_pow)
+  R(EM_L_ALL, maximum, EM_OP_BINARY_maximum)
+  R(EM_L_ALL, minimum, EM_OP_BINARY_minimum)
+  R(EM_L_FLOAT, atan2, EM_OP_BINARY_atan2)
+  R(EM_L_ALL, logical_and, EM_OP_BINARY_logical_and)
+  R(EM_L_ALL, logical_or, EM_OP_BINARY_logical_or)
+  R(EM_L_ALL, logical_xor, EM_OP_BINARY_logical_xor)
+  R(EM_L_INT, bitwise_and, EM_OP_BINARY_bitwise_and)
+  R(EM_L_INT, bitwise_or, EM_OP_BINARY_bitwise_or)
+  R(EM_L_INT, bitwise_xor, EM_OP_BINARY_bitwise_xor)
+  R(EM_L_BOOL, bitwise_and, EM_OP_BINARY_bitwise_and)
+  R(EM_L_BOOL, bitwise_or, EM_OP_BINARY_bitwise_or)
+  R(EM_L_BOOL, bitwise_xor, EM_OP_BINARY_bitwise_xor)
+  R(EM_L_FLOAT, relu_backward, EM_OP_RELU_BACKWARD)
+  R(EM_L_ALL, eq, EM_OP_EQ)
+  R(EM_L_ALL, ne, EM_OP_NE)
+  R(EM_L_ALL, lt, EM_OP_LT)
+  R(EM_L_ALL, le, EM_OP_LE)
+  R(EM_L_ALL, gt, EM_OP_GT)
+  R(EM_L_ALL, ge, EM_OP_GE)
 #undef R
 }

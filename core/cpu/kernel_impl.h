@@ -87,6 +87,25 @@ static inline uint8_t em__f2u8(double v) { return EM__SAT(uint8_t, 0, UINT8_MAX,
 #define EM_NUMERIC_TYPES(X) EM_FLOAT_TYPES(X) EM_INT_TYPES(X)
 #define EM_ALL_TYPES(X) EM_FLOAT_TYPES(X) EM_INT_TYPES(X) EM_BOOL_TYPE(X)
 
+/* The same lists with extra arguments passed through to X(ENUM, T, C, LD,
+ * ST, ...), for kernel definitions that take an op name, statements and
+ * an expression (core/cpu/unary.c, binary.c, ternary.c). */
+#define EM_L_FLOAT(X, ...)                                   \
+  X(FLOAT32, float, float, EM_ID, EM_ID, __VA_ARGS__)        \
+  X(FLOAT64, double, double, EM_ID, EM_ID, __VA_ARGS__)      \
+  X(FLOAT16, uint16_t, float, em__h2f, em__f2h, __VA_ARGS__) \
+  X(BFLOAT16, uint16_t, float, em__b2f, em__f2b, __VA_ARGS__)
+#define EM_L_SINT(X, ...)                               \
+  X(INT8, int8_t, int8_t, EM_ID, EM_ID, __VA_ARGS__)    \
+  X(INT16, int16_t, int16_t, EM_ID, EM_ID, __VA_ARGS__) \
+  X(INT32, int32_t, int32_t, EM_ID, EM_ID, __VA_ARGS__) \
+  X(INT64, int64_t, int64_t, EM_ID, EM_ID, __VA_ARGS__)
+#define EM_L_UINT(X, ...) X(UINT8, uint8_t, uint8_t, EM_ID, EM_ID, __VA_ARGS__)
+#define EM_L_BOOL(X, ...) X(BOOL, bool, bool, EM_ID, EM_ID, __VA_ARGS__)
+#define EM_L_INT(X, ...) EM_L_SINT(X, __VA_ARGS__) EM_L_UINT(X, __VA_ARGS__)
+#define EM_L_NUM(X, ...) EM_L_FLOAT(X, __VA_ARGS__) EM_L_INT(X, __VA_ARGS__)
+#define EM_L_ALL(X, ...) EM_L_NUM(X, __VA_ARGS__) EM_L_BOOL(X, __VA_ARGS__)
+
 /* Wrapping integer arithmetic (PyTorch wraps; signed overflow in C is
  * undefined): compute in the unsigned type of the same width. */
 #define EM_UNSIGNED_OF(T)                                                             \
@@ -98,6 +117,24 @@ static inline uint8_t em__f2u8(double v) { return EM__SAT(uint8_t, 0, UINT8_MAX,
 /* 1u * first: narrow unsigned types would otherwise promote to int and the
  * product could overflow it. */
 #define EM_WRAP_MUL(T, x, y) ((T)((1u * (EM_UNSIGNED_OF(T))(x)) * (EM_UNSIGNED_OF(T))(y)))
+
+/* ipow_<ENUM>(b, e): integer power, wrapping; negative exponents as
+ * PyTorch: 1 -> 1, -1 -> +-1, else 0. Instantiate with EM_L_INT(EM_DEF_IPOW, _). */
+#define EM_DEF_IPOW(ENUM, T, ...)                        \
+  static inline T ipow_##ENUM(T b, int64_t e) {         \
+    if (e < 0) {                                         \
+      if (b == 1) return 1;                              \
+      if (b == (T)-1) return (e & 1) ? (T)-1 : (T)1;     \
+      return 0;                                          \
+    }                                                    \
+    T r = 1;                                             \
+    while (e) {                                          \
+      if (e & 1) r = EM_WRAP_MUL(T, r, b);               \
+      e >>= 1;                                           \
+      if (e) b = EM_WRAP_MUL(T, b, b);                   \
+    }                                                    \
+    return r;                                            \
+  }
 
 /* ---- loop bodies ------------------------------------------------------------------
  * Inside EXPR the compute-type values are named x (and y, z); attrs is `a`.

@@ -7,25 +7,6 @@
  */
 #include "core/cpu/kernel_impl.h"
 
-/* Wrapping multiply. (EM_WRAP_MUL multiplies two uint16_t, which promote
- * to int and can overflow it: the "* 1u" keeps the product unsigned.) */
-#define WMUL(T, x, y) ((T)((EM_UNSIGNED_OF(T))(x) * 1u * (EM_UNSIGNED_OF(T))(y)))
-
-#define L_FLOAT(X, ...)                                      \
-  X(FLOAT32, float, float, EM_ID, EM_ID, __VA_ARGS__)        \
-  X(FLOAT64, double, double, EM_ID, EM_ID, __VA_ARGS__)      \
-  X(FLOAT16, uint16_t, float, em__h2f, em__f2h, __VA_ARGS__) \
-  X(BFLOAT16, uint16_t, float, em__b2f, em__f2b, __VA_ARGS__)
-#define L_INT(X, ...)                                   \
-  X(INT8, int8_t, int8_t, EM_ID, EM_ID, __VA_ARGS__)    \
-  X(INT16, int16_t, int16_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(INT32, int32_t, int32_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(INT64, int64_t, int64_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(UINT8, uint8_t, uint8_t, EM_ID, EM_ID, __VA_ARGS__)
-#define L_BOOL(X, ...) X(BOOL, bool, bool, EM_ID, EM_ID, __VA_ARGS__)
-#define L_NUM(X, ...) L_FLOAT(X, __VA_ARGS__) L_INT(X, __VA_ARGS__)
-#define L_ALL(X, ...) L_NUM(X, __VA_ARGS__) L_BOOL(X, __VA_ARGS__)
-
 #define REG_T(ENUM, T, C, LD, ST, NAME, OP) \
   em__register_kernel(OP, EM_CPU, EM_##ENUM, (void *)k_##NAME##_##ENUM);
 
@@ -47,7 +28,7 @@
         *(T *)o = *(const uint8_t *)c ? *(const T *)x : *(const T *)y;             \
     }                                                                              \
   }
-L_ALL(DEF_WHERE, _)
+EM_L_ALL(DEF_WHERE, _)
 
 /* ---- lerp: a + w (b - a), PyTorch's two-sided form for accuracy ---------------
  * i[0] = 1: scalar weight f[0], operands (out, a, b); else (out, a, b, w). */
@@ -68,7 +49,7 @@ L_ALL(DEF_WHERE, _)
       EM_TERNARY_LOOP(T, T, C, LD, ST, LERP_(x, y, z));                            \
     }                                                                              \
   }
-L_FLOAT(DEF_LERP, _)
+EM_L_FLOAT(DEF_LERP, _)
 
 /* ---- addcmul / addcdiv: a + value * t1 * t2, a + value * t1 / t2 --------------
  * f[0] = value (float kernels), i[0] = value (integer kernels). */
@@ -82,19 +63,19 @@ L_FLOAT(DEF_LERP, _)
     const C v = (C)a->f[0];                                                       \
     EM_TERNARY_LOOP(T, T, C, LD, ST, x + v * y / z);                              \
   }
-L_FLOAT(DEF_ADDCMUL_F, _)
+EM_L_FLOAT(DEF_ADDCMUL_F, _)
 
 #define DEF_ADDCMUL_I(ENUM, T, C, LD, ST, ...)                                    \
   EM_KERNEL_SIG(k_addcmul_##ENUM) {                                               \
     const T v = (T)a->i[0];                                                       \
-    EM_TERNARY_LOOP(T, T, C, LD, ST, EM_WRAP_ADD(T, x, WMUL(T, WMUL(T, v, y), z))); \
+    EM_TERNARY_LOOP(T, T, C, LD, ST, EM_WRAP_ADD(T, x, EM_WRAP_MUL(T, EM_WRAP_MUL(T, v, y), z))); \
   }
-L_INT(DEF_ADDCMUL_I, _)
+EM_L_INT(DEF_ADDCMUL_I, _)
 
 void em__cpu_register_ternary(void) {
-  L_ALL(REG_T, where, EM_OP_WHERE)
-  L_FLOAT(REG_T, lerp, EM_OP_LERP)
-  L_FLOAT(REG_T, addcmul, EM_OP_ADDCMUL)
-  L_INT(REG_T, addcmul, EM_OP_ADDCMUL)
-  L_FLOAT(REG_T, addcdiv, EM_OP_ADDCDIV)
+  EM_L_ALL(REG_T, where, EM_OP_WHERE)
+  EM_L_FLOAT(REG_T, lerp, EM_OP_LERP)
+  EM_L_FLOAT(REG_T, addcmul, EM_OP_ADDCMUL)
+  EM_L_INT(REG_T, addcmul, EM_OP_ADDCMUL)
+  EM_L_FLOAT(REG_T, addcdiv, EM_OP_ADDCDIV)
 }

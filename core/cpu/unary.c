@@ -14,10 +14,6 @@
  */
 #include "core/cpu/kernel_impl.h"
 
-/* Wrapping multiply. (EM_WRAP_MUL multiplies two uint16_t, which promote
- * to int and can overflow it: the "* 1u" keeps the product unsigned.) */
-#define WMUL(T, x, y) ((T)((EM_UNSIGNED_OF(T))(x) * 1u * (EM_UNSIGNED_OF(T))(y)))
-
 #define EM_INLINE static inline __attribute__((always_inline))
 
 /* ---- vectorisable float32 math ---------------------------------------------------
@@ -235,23 +231,6 @@ static inline float rsqrt_f(float x) { return 1.0f / sqrtf(x); }
  * <libm double>. */
 #define FD_(ff, df, x) _Generic((x), float: ff, default: df)(x)
 
-/* ---- dtype lists with extra arguments passed through ------------------------------
- * X(ENUM, T, C, LD, STORE, ...): same entries as kernel_impl.h's lists. */
-#define L_FLOAT(X, ...)                                    \
-  X(FLOAT32, float, float, EM_ID, EM_ID, __VA_ARGS__)      \
-  X(FLOAT64, double, double, EM_ID, EM_ID, __VA_ARGS__)    \
-  X(FLOAT16, uint16_t, float, em__h2f, em__f2h, __VA_ARGS__) \
-  X(BFLOAT16, uint16_t, float, em__b2f, em__f2b, __VA_ARGS__)
-#define L_SINT(X, ...)                                  \
-  X(INT8, int8_t, int8_t, EM_ID, EM_ID, __VA_ARGS__)    \
-  X(INT16, int16_t, int16_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(INT32, int32_t, int32_t, EM_ID, EM_ID, __VA_ARGS__) \
-  X(INT64, int64_t, int64_t, EM_ID, EM_ID, __VA_ARGS__)
-#define L_UINT(X, ...) X(UINT8, uint8_t, uint8_t, EM_ID, EM_ID, __VA_ARGS__)
-#define L_BOOL(X, ...) X(BOOL, bool, bool, EM_ID, EM_ID, __VA_ARGS__)
-#define L_INT(X, ...) L_SINT(X, __VA_ARGS__) L_UINT(X, __VA_ARGS__)
-#define L_ALL(X, ...) L_FLOAT(X, __VA_ARGS__) L_INT(X, __VA_ARGS__) L_BOOL(X, __VA_ARGS__)
-
 /* Kernel k_<NAME>_<ENUM>: out = EXPR(x) after the statements PRE; inside
  * PRE and EXPR the storage type is TT and the compute type CC. */
 #define DEF_U(ENUM, T, C, LD, ST, NAME, PRE, EXPR) \
@@ -278,95 +257,78 @@ static inline float rsqrt_f(float x) { return 1.0f / sqrtf(x); }
 /* ---- kernels ------------------------------------------------------------------------ */
 
 /* neg, abs, sign, square, relu: every numeric dtype (bool: sign only). */
-L_FLOAT(DEF_U, neg, NOPRE, -x)
-L_INT(DEF_U, neg, NOPRE, EM_WRAP_SUB(TT, 0, x))
-L_FLOAT(DEF_U, abs, NOPRE, FD_(fabsf, fabs, x))
-L_SINT(DEF_U, abs, NOPRE, x < 0 ? EM_WRAP_SUB(TT, 0, x) : x)
-L_UINT(DEF_U, abs, NOPRE, x)
-L_FLOAT(DEF_U, sign, NOPRE, (CC)((x > 0) - (x < 0)))
-L_SINT(DEF_U, sign, NOPRE, (TT)((x > 0) - (x < 0)))
-L_UINT(DEF_U, sign, NOPRE, (TT)(x != 0))
-L_BOOL(DEF_U, sign, NOPRE, x)
-L_FLOAT(DEF_U, square, NOPRE, x * x)
-L_INT(DEF_U, square, NOPRE, WMUL(TT, x, x))
-L_FLOAT(DEF_U, relu, NOPRE, x < 0 ? (CC)0 : x)
-L_SINT(DEF_U, relu, NOPRE, x < 0 ? (TT)0 : x)
-L_UINT(DEF_U, relu, NOPRE, x)
+EM_L_FLOAT(DEF_U, neg, NOPRE, -x)
+EM_L_INT(DEF_U, neg, NOPRE, EM_WRAP_SUB(TT, 0, x))
+EM_L_FLOAT(DEF_U, abs, NOPRE, FD_(fabsf, fabs, x))
+EM_L_SINT(DEF_U, abs, NOPRE, x < 0 ? EM_WRAP_SUB(TT, 0, x) : x)
+EM_L_UINT(DEF_U, abs, NOPRE, x)
+EM_L_FLOAT(DEF_U, sign, NOPRE, (CC)((x > 0) - (x < 0)))
+EM_L_SINT(DEF_U, sign, NOPRE, (TT)((x > 0) - (x < 0)))
+EM_L_UINT(DEF_U, sign, NOPRE, (TT)(x != 0))
+EM_L_BOOL(DEF_U, sign, NOPRE, x)
+EM_L_FLOAT(DEF_U, square, NOPRE, x * x)
+EM_L_INT(DEF_U, square, NOPRE, EM_WRAP_MUL(TT, x, x))
+EM_L_FLOAT(DEF_U, relu, NOPRE, x < 0 ? (CC)0 : x)
+EM_L_SINT(DEF_U, relu, NOPRE, x < 0 ? (TT)0 : x)
+EM_L_UINT(DEF_U, relu, NOPRE, x)
 
 /* float-only math */
-L_FLOAT(DEF_U, exp, NOPRE, FD_(vexpf, exp, x))
-L_FLOAT(DEF_U, exp2, NOPRE, FD_(exp2f, exp2, x))
-L_FLOAT(DEF_U, log, NOPRE, FD_(logf, log, x))
-L_FLOAT(DEF_U, log2, NOPRE, FD_(log2f, log2, x))
-L_FLOAT(DEF_U, log10, NOPRE, FD_(log10f, log10, x))
-L_FLOAT(DEF_U, log1p, NOPRE, FD_(log1pf, log1p, x))
-L_FLOAT(DEF_U, expm1, NOPRE, FD_(expm1f, expm1, x))
-L_FLOAT(DEF_U, sqrt, NOPRE, FD_(sqrtf, sqrt, x))
-L_FLOAT(DEF_U, rsqrt, NOPRE, FD_(rsqrt_f, rsqrt_d, x))
-L_FLOAT(DEF_U, reciprocal, NOPRE, (CC)1 / x)
-L_FLOAT(DEF_U, sin, NOPRE, FD_(sinf, sin, x))
-L_FLOAT(DEF_U, cos, NOPRE, FD_(cosf, cos, x))
-L_FLOAT(DEF_U, tan, NOPRE, FD_(tanf, tan, x))
-L_FLOAT(DEF_U, asin, NOPRE, FD_(asinf, asin, x))
-L_FLOAT(DEF_U, acos, NOPRE, FD_(acosf, acos, x))
-L_FLOAT(DEF_U, atan, NOPRE, FD_(atanf, atan, x))
-L_FLOAT(DEF_U, sinh, NOPRE, FD_(sinhf, sinh, x))
-L_FLOAT(DEF_U, cosh, NOPRE, FD_(coshf, cosh, x))
-L_FLOAT(DEF_U, tanh, NOPRE, FD_(vtanhf, tanh, x))
-L_FLOAT(DEF_U, sigmoid, NOPRE, FD_(vsigmoidf, sigmoid_d, x))
-L_FLOAT(DEF_U, erf, NOPRE, FD_(verff, erf, x))
-L_FLOAT(DEF_U, silu, NOPRE, FD_(vsiluf, silu_d, x))
-L_FLOAT(DEF_U, floor, NOPRE, FD_(floorf, floor, x))
-L_FLOAT(DEF_U, ceil, NOPRE, FD_(ceilf, ceil, x))
-L_FLOAT(DEF_U, round, NOPRE, FD_(rintf, rint, x)) /* half to even */
-L_FLOAT(DEF_U, trunc, NOPRE, FD_(truncf, trunc, x))
-L_FLOAT(DEF_U, frac, NOPRE, x - FD_(truncf, trunc, x))
+EM_L_FLOAT(DEF_U, exp, NOPRE, FD_(vexpf, exp, x))
+EM_L_FLOAT(DEF_U, exp2, NOPRE, FD_(exp2f, exp2, x))
+EM_L_FLOAT(DEF_U, log, NOPRE, FD_(logf, log, x))
+EM_L_FLOAT(DEF_U, log2, NOPRE, FD_(log2f, log2, x))
+EM_L_FLOAT(DEF_U, log10, NOPRE, FD_(log10f, log10, x))
+EM_L_FLOAT(DEF_U, log1p, NOPRE, FD_(log1pf, log1p, x))
+EM_L_FLOAT(DEF_U, expm1, NOPRE, FD_(expm1f, expm1, x))
+EM_L_FLOAT(DEF_U, sqrt, NOPRE, FD_(sqrtf, sqrt, x))
+EM_L_FLOAT(DEF_U, rsqrt, NOPRE, FD_(rsqrt_f, rsqrt_d, x))
+EM_L_FLOAT(DEF_U, reciprocal, NOPRE, (CC)1 / x)
+EM_L_FLOAT(DEF_U, sin, NOPRE, FD_(sinf, sin, x))
+EM_L_FLOAT(DEF_U, cos, NOPRE, FD_(cosf, cos, x))
+EM_L_FLOAT(DEF_U, tan, NOPRE, FD_(tanf, tan, x))
+EM_L_FLOAT(DEF_U, asin, NOPRE, FD_(asinf, asin, x))
+EM_L_FLOAT(DEF_U, acos, NOPRE, FD_(acosf, acos, x))
+EM_L_FLOAT(DEF_U, atan, NOPRE, FD_(atanf, atan, x))
+EM_L_FLOAT(DEF_U, sinh, NOPRE, FD_(sinhf, sinh, x))
+EM_L_FLOAT(DEF_U, cosh, NOPRE, FD_(coshf, cosh, x))
+EM_L_FLOAT(DEF_U, tanh, NOPRE, FD_(vtanhf, tanh, x))
+EM_L_FLOAT(DEF_U, sigmoid, NOPRE, FD_(vsigmoidf, sigmoid_d, x))
+EM_L_FLOAT(DEF_U, erf, NOPRE, FD_(verff, erf, x))
+EM_L_FLOAT(DEF_U, silu, NOPRE, FD_(vsiluf, silu_d, x))
+EM_L_FLOAT(DEF_U, floor, NOPRE, FD_(floorf, floor, x))
+EM_L_FLOAT(DEF_U, ceil, NOPRE, FD_(ceilf, ceil, x))
+EM_L_FLOAT(DEF_U, round, NOPRE, FD_(rintf, rint, x)) /* half to even */
+EM_L_FLOAT(DEF_U, trunc, NOPRE, FD_(truncf, trunc, x))
+EM_L_FLOAT(DEF_U, frac, NOPRE, x - FD_(truncf, trunc, x))
 
 /* logical / bitwise not */
-L_ALL(DEF_UB, logical_not, NOPRE, x == 0)
-L_INT(DEF_U, bitwise_not, NOPRE, (TT)~x)
-L_BOOL(DEF_U, bitwise_not, NOPRE, !x)
+EM_L_ALL(DEF_UB, logical_not, NOPRE, x == 0)
+EM_L_INT(DEF_U, bitwise_not, NOPRE, (TT)~x)
+EM_L_BOOL(DEF_U, bitwise_not, NOPRE, !x)
 
 /* float classification (integer inputs are answered by the front end) */
-L_FLOAT(DEF_UB, isnan, NOPRE, x != x)
-L_FLOAT(DEF_UB, isinf, NOPRE, FD_(fabsf, fabs, x) == (CC)INFINITY)
-L_FLOAT(DEF_UB, isfinite, NOPRE, FD_(fabsf, fabs, x) < (CC)INFINITY)
+EM_L_FLOAT(DEF_UB, isnan, NOPRE, x != x)
+EM_L_FLOAT(DEF_UB, isinf, NOPRE, FD_(fabsf, fabs, x) == (CC)INFINITY)
+EM_L_FLOAT(DEF_UB, isfinite, NOPRE, FD_(fabsf, fabs, x) < (CC)INFINITY)
 
 /* activations with parameters (attrs layout: see core/ops_unary.c) */
-L_FLOAT(DEF_U, leaky_relu, const CC slope = (CC)a->f[0],
+EM_L_FLOAT(DEF_U, leaky_relu, const CC slope = (CC)a->f[0],
         _Generic(x, float: leaky_f, default: leaky_d)(x, slope))
-L_FLOAT(DEF_U, gelu, NOPRE, FD_(vgeluf, gelu_d, x))
-L_FLOAT(DEF_U, gelu_tanh, NOPRE, FD_(vgelu_tanhf, gelu_tanh_d, x))
-L_FLOAT(DEF_U, softplus, const CC beta = (CC)a->f[0]; const CC thr = (CC)a->f[1],
+EM_L_FLOAT(DEF_U, gelu, NOPRE, FD_(vgeluf, gelu_d, x))
+EM_L_FLOAT(DEF_U, gelu_tanh, NOPRE, FD_(vgelu_tanhf, gelu_tanh_d, x))
+EM_L_FLOAT(DEF_U, softplus, const CC beta = (CC)a->f[0]; const CC thr = (CC)a->f[1],
         x * beta > thr ? x : FD_(log1pf, log1p, FD_(vexpf, exp, x * beta)) / beta)
-L_FLOAT(DEF_U, elu, const CC alpha = (CC)a->f[0], x > 0 ? x : alpha * FD_(expm1f, expm1, x))
+EM_L_FLOAT(DEF_U, elu, const CC alpha = (CC)a->f[0], x > 0 ? x : alpha * FD_(expm1f, expm1, x))
 
 /* clamp / hardtanh: y = min(max(x, lo), hi) with NaN kept and lo > hi
  * giving hi. Float bounds in f[0], f[1] (infinite when absent); integer
  * bounds in i[2], i[3] (INT64_MIN/MAX when absent, else within T). */
-L_FLOAT(DEF_U, clamp, const CC lo = (CC)a->f[0]; const CC hi = (CC)a->f[1],
+EM_L_FLOAT(DEF_U, clamp, const CC lo = (CC)a->f[0]; const CC hi = (CC)a->f[1],
         (x < lo ? lo : x) > hi ? hi : (x < lo ? lo : x))
-L_INT(DEF_U, clamp, const int64_t lo = a->i[2]; const int64_t hi = a->i[3],
+EM_L_INT(DEF_U, clamp, const int64_t lo = a->i[2]; const int64_t hi = a->i[3],
       (TT)((x < lo ? lo : (int64_t)x) > hi ? hi : (x < lo ? lo : (int64_t)x)))
 
-/* integer powers, wrapping; negative exponents as PyTorch: 1 -> 1,
- * -1 -> +-1, else 0 */
-#define DEF_IPOW(ENUM, T, C, LD, ST, ...)                                    \
-  static inline T ipow_##ENUM(T b, int64_t e) {                            \
-    if (e < 0) {                                                            \
-      if (b == 1) return 1;                                                 \
-      if (b == (T)-1) return (e & 1) ? (T)-1 : (T)1;                        \
-      return 0;                                                             \
-    }                                                                       \
-    T r = 1;                                                                \
-    while (e) {                                                             \
-      if (e & 1) r = WMUL(T, r, b);                                  \
-      e >>= 1;                                                              \
-      if (e) b = WMUL(T, b, b);                                      \
-    }                                                                       \
-    return r;                                                               \
-  }
-L_INT(DEF_IPOW, _)
+EM_L_INT(EM_DEF_IPOW, _)
 
 /* x ** e: f[0] = e (float kernels), i[0] = e (integer kernels, >= 0).
  * Common exponents get exact or faster forms, as PyTorch does. */
@@ -392,17 +354,17 @@ L_INT(DEF_IPOW, _)
       EM_UNARY_LOOP(T, T, C, LD, ST, _Generic(x, float: powf, default: pow)(x, ce)); \
     }                                                                       \
   }
-L_FLOAT(DEF_POWS_F, _)
+EM_L_FLOAT(DEF_POWS_F, _)
 #define DEF_POWS_I(ENUM, T, C, LD, ST, ...)                                 \
   EM_KERNEL_SIG(k_pow_scalar_##ENUM) {                                      \
     const int64_t e = a->i[0];                                              \
     if (e == 2) {                                                           \
-      EM_UNARY_LOOP(T, T, C, LD, ST, WMUL(T, x, x));                 \
+      EM_UNARY_LOOP(T, T, C, LD, ST, EM_WRAP_MUL(T, x, x));                 \
     } else {                                                                \
       EM_UNARY_LOOP(T, T, C, LD, ST, ipow_##ENUM(x, e));                    \
     }                                                                       \
   }
-L_INT(DEF_POWS_I, _)
+EM_L_INT(DEF_POWS_I, _)
 
 /* base ** x: f[0] = base (float kernels), i[0] = base (integer kernels,
  * converted to T as PyTorch converts the scalar). */
@@ -415,43 +377,43 @@ L_INT(DEF_POWS_I, _)
       EM_UNARY_LOOP(T, T, C, LD, ST, _Generic(x, float: powf, default: pow)(base, x)); \
     }                                                                        \
   }
-L_FLOAT(DEF_RPOW_F, _)
+EM_L_FLOAT(DEF_RPOW_F, _)
 #define DEF_RPOW_I(ENUM, T, C, LD, ST, ...)                                  \
   EM_KERNEL_SIG(k_rpow_scalar_##ENUM) {                                      \
     const T base = (T)a->i[0];                                               \
     EM_UNARY_LOOP(T, T, C, LD, ST, ipow_##ENUM(base, (int64_t)x));          \
   }
-L_INT(DEF_RPOW_I, _)
+EM_L_INT(DEF_RPOW_I, _)
 
 /* ---- registration ------------------------------------------------------------------- */
 
 void em__cpu_register_unary(void) {
-  L_FLOAT(REG_U, neg, EM_OP_UNARY_neg) L_INT(REG_U, neg, EM_OP_UNARY_neg)
-  L_FLOAT(REG_U, abs, EM_OP_UNARY_abs) L_INT(REG_U, abs, EM_OP_UNARY_abs)
-  L_ALL(REG_U, sign, EM_OP_UNARY_sign)
-  L_FLOAT(REG_U, square, EM_OP_UNARY_square) L_INT(REG_U, square, EM_OP_UNARY_square)
-  L_FLOAT(REG_U, relu, EM_OP_UNARY_relu) L_INT(REG_U, relu, EM_OP_UNARY_relu)
-#define FLOAT_OP(name) L_FLOAT(REG_U, name, EM_OP_UNARY_##name)
+  EM_L_FLOAT(REG_U, neg, EM_OP_UNARY_neg) EM_L_INT(REG_U, neg, EM_OP_UNARY_neg)
+  EM_L_FLOAT(REG_U, abs, EM_OP_UNARY_abs) EM_L_INT(REG_U, abs, EM_OP_UNARY_abs)
+  EM_L_ALL(REG_U, sign, EM_OP_UNARY_sign)
+  EM_L_FLOAT(REG_U, square, EM_OP_UNARY_square) EM_L_INT(REG_U, square, EM_OP_UNARY_square)
+  EM_L_FLOAT(REG_U, relu, EM_OP_UNARY_relu) EM_L_INT(REG_U, relu, EM_OP_UNARY_relu)
+#define FLOAT_OP(name) EM_L_FLOAT(REG_U, name, EM_OP_UNARY_##name)
   FLOAT_OP(exp) FLOAT_OP(exp2) FLOAT_OP(log) FLOAT_OP(log2) FLOAT_OP(log10) FLOAT_OP(log1p)
   FLOAT_OP(expm1) FLOAT_OP(sqrt) FLOAT_OP(rsqrt) FLOAT_OP(reciprocal) FLOAT_OP(sin)
   FLOAT_OP(cos) FLOAT_OP(tan) FLOAT_OP(asin) FLOAT_OP(acos) FLOAT_OP(atan) FLOAT_OP(sinh)
   FLOAT_OP(cosh) FLOAT_OP(tanh) FLOAT_OP(sigmoid) FLOAT_OP(erf) FLOAT_OP(silu)
   FLOAT_OP(floor) FLOAT_OP(ceil) FLOAT_OP(round) FLOAT_OP(trunc) FLOAT_OP(frac)
 #undef FLOAT_OP
-  L_ALL(REG_U, logical_not, EM_OP_UNARY_logical_not)
-  L_INT(REG_U, bitwise_not, EM_OP_UNARY_bitwise_not)
-  L_BOOL(REG_U, bitwise_not, EM_OP_UNARY_bitwise_not)
-  L_FLOAT(REG_U, isnan, EM_OP_ISNAN)
-  L_FLOAT(REG_U, isinf, EM_OP_ISINF)
-  L_FLOAT(REG_U, isfinite, EM_OP_ISFINITE)
-  L_FLOAT(REG_U, leaky_relu, EM_OP_LEAKY_RELU)
-  L_FLOAT(REG_U, gelu, EM_OP_GELU)
-  L_FLOAT(REG_U, gelu_tanh, EM_OP_GELU_TANH)
-  L_FLOAT(REG_U, softplus, EM_OP_SOFTPLUS)
-  L_FLOAT(REG_U, elu, EM_OP_ELU)
+  EM_L_ALL(REG_U, logical_not, EM_OP_UNARY_logical_not)
+  EM_L_INT(REG_U, bitwise_not, EM_OP_UNARY_bitwise_not)
+  EM_L_BOOL(REG_U, bitwise_not, EM_OP_UNARY_bitwise_not)
+  EM_L_FLOAT(REG_U, isnan, EM_OP_ISNAN)
+  EM_L_FLOAT(REG_U, isinf, EM_OP_ISINF)
+  EM_L_FLOAT(REG_U, isfinite, EM_OP_ISFINITE)
+  EM_L_FLOAT(REG_U, leaky_relu, EM_OP_LEAKY_RELU)
+  EM_L_FLOAT(REG_U, gelu, EM_OP_GELU)
+  EM_L_FLOAT(REG_U, gelu_tanh, EM_OP_GELU_TANH)
+  EM_L_FLOAT(REG_U, softplus, EM_OP_SOFTPLUS)
+  EM_L_FLOAT(REG_U, elu, EM_OP_ELU)
   /* hardtanh is clamp with both bounds */
-  L_FLOAT(REG_U, clamp, EM_OP_HARDTANH) L_INT(REG_U, clamp, EM_OP_HARDTANH)
-  L_FLOAT(REG_U, clamp, EM_OP_CLAMP) L_INT(REG_U, clamp, EM_OP_CLAMP)
-  L_FLOAT(REG_U, pow_scalar, EM_OP_POW_SCALAR) L_INT(REG_U, pow_scalar, EM_OP_POW_SCALAR)
-  L_FLOAT(REG_U, rpow_scalar, EM_OP_RPOW_SCALAR) L_INT(REG_U, rpow_scalar, EM_OP_RPOW_SCALAR)
+  EM_L_FLOAT(REG_U, clamp, EM_OP_HARDTANH) EM_L_INT(REG_U, clamp, EM_OP_HARDTANH)
+  EM_L_FLOAT(REG_U, clamp, EM_OP_CLAMP) EM_L_INT(REG_U, clamp, EM_OP_CLAMP)
+  EM_L_FLOAT(REG_U, pow_scalar, EM_OP_POW_SCALAR) EM_L_INT(REG_U, pow_scalar, EM_OP_POW_SCALAR)
+  EM_L_FLOAT(REG_U, rpow_scalar, EM_OP_RPOW_SCALAR) EM_L_INT(REG_U, rpow_scalar, EM_OP_RPOW_SCALAR)
 }
