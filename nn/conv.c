@@ -13,13 +13,13 @@
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "autograd/autograd.h"
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#include "nn/nn_impl.h"
 #ifdef EMBER_CUDA
 #include "core/cuda/cuda_nn.h" /* CUDA tensors: cuDNN (see the CUDA blocks below) */
 #endif
@@ -99,16 +99,6 @@ static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...) {
-  va_list ap;
-  va_start(ap, f);
-  char *s = NULL;
-  if (vasprintf(&s, f, ap) < 0) s = NULL;
-  va_end(ap);
-  return s;
-}
-
 /* PyTorch's C++ type names as its dtype-mismatch messages print them. */
 static const char *cpp_type_name(em_dtype dt) {
   switch (dt) {
@@ -126,17 +116,6 @@ static const char *cpp_type_name(em_dtype dt) {
   }
 }
 
-/* t as a contiguous tensor of dtype dt: t itself (retained) when it
- * already is one, else a converted copy. Never records. */
-em_tensor *em__convert(em_tensor *t, em_dtype dt); /* core/ops_copy.c */
-
-static em_tensor *as_compute(em_tensor *t, em_dtype dt) {
-  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
-  return em__convert(t, dt);
-}
-
-static em_dtype compute_dtype(em_dtype dt) { return dt == EM_FLOAT64 ? EM_FLOAT64 : EM_FLOAT32; }
-
 /* ---- computing ------------------------------------------------------------------------ */
 
 #ifdef EMBER_CUDA
@@ -150,8 +129,8 @@ static em_cuda_conv_geom cuda_geom(const conv_geom *g) {
 static em_tensor *cuda_conv_forward(const conv_geom *g, em_tensor *x, em_tensor *w, em_tensor *b) {
   em_cuda_conv_geom cg = cuda_geom(g);
   em_dtype dt = (em_dtype)x->dtype;
-  em_tensor *xc = as_compute(x, dt), *wc = xc ? as_compute(w, dt) : NULL;
-  em_tensor *bc = wc && b ? as_compute(b, dt) : NULL;
+  em_tensor *xc = em__nn_as_compute(x, dt), *wc = xc ? em__nn_as_compute(w, dt) : NULL;
+  em_tensor *bc = wc && b ? em__nn_as_compute(b, dt) : NULL;
   em_tensor *y = wc && (!b || bc) ? em__cuda_conv2d_forward(&cg, xc, wc, bc) : NULL;
   em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc);
   return y;
@@ -162,8 +141,8 @@ static em_status cuda_conv_backward(const conv_geom *g, em_tensor *x, em_tensor 
                                     em_tensor **grad_in) {
   em_cuda_conv_geom cg = cuda_geom(g);
   em_dtype dt = (em_dtype)go->dtype;
-  em_tensor *goc = as_compute(go, dt), *xc = x ? as_compute(x, dt) : NULL;
-  em_tensor *wc = w ? as_compute(w, dt) : NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  em_tensor *goc = em__nn_as_compute(go, dt), *xc = x ? em__nn_as_compute(x, dt) : NULL;
+  em_tensor *wc = w ? em__nn_as_compute(w, dt) : NULL, *dx = NULL, *dw = NULL, *db = NULL;
   em_status st = !goc || (x && !xc) || (w && !wc)
                      ? em_last_status()
                      : em__cuda_conv2d_backward(&cg, xc, wc, goc, need_x ? &dx : NULL,
@@ -183,15 +162,15 @@ static em_tensor *conv_compute(const conv_geom *g, em_tensor *x, em_tensor *w, e
 #ifdef EMBER_CUDA
   if (x->device.type == EM_CUDA) return cuda_conv_forward(g, x, w, b);
 #endif
-  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__nn_compute_dtype(dt);
   em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *out = NULL;
   em_status st = EM_OK;
-  xc = as_compute(x, cdt);
+  xc = em__nn_as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
-  wc = as_compute(w, cdt);
+  wc = em__nn_as_compute(w, cdt);
   EM_CHECK_PTR_GOTO(wc, st, done);
   if (b) {
-    bc = as_compute(b, cdt);
+    bc = em__nn_as_compute(b, cdt);
     EM_CHECK_PTR_GOTO(bc, st, done);
   }
   out = em_tensor_empty(EM_DIMS(g->N, g->Cout, g->OH, g->OW), cdt);
@@ -252,17 +231,17 @@ static em_status conv_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
   if (go->device.type == EM_CUDA)
     return cuda_conv_backward(g, x, w, go, need_x, need_w, need_b, nin, grad_in);
 #endif
-  em_dtype cdt = compute_dtype((em_dtype)go->dtype);
+  em_dtype cdt = em__nn_compute_dtype((em_dtype)go->dtype);
   em_tensor *goc = NULL, *xc = NULL, *wc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
   em_status st = EM_OK;
-  goc = as_compute(go, cdt);
+  goc = em__nn_as_compute(go, cdt);
   EM_CHECK_PTR_GOTO(goc, st, done);
   if (x) {
-    xc = as_compute(x, cdt);
+    xc = em__nn_as_compute(x, cdt);
     EM_CHECK_PTR_GOTO(xc, st, done);
   }
   if (w) {
-    wc = as_compute(w, cdt);
+    wc = em__nn_as_compute(w, cdt);
     EM_CHECK_PTR_GOTO(wc, st, done);
   }
   int64_t wsh0 = g->transposed ? g->Cin : g->Cout;
@@ -591,7 +570,7 @@ static char *conv_repr(em_module *m) {
   if (p->o.groups != 1)
     n += snprintf(buf + n, sizeof buf - (size_t)n, ", groups=%lld", (long long)p->o.groups);
   if (!p->bias) snprintf(buf + n, sizeof buf - (size_t)n, ", bias=False");
-  return fmt("%s", buf);
+  return em__nn_fmt("%s", buf);
 }
 
 static const em_module_ops conv1d_ops = {"Conv1d", conv_forward, conv_repr, free};

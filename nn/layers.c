@@ -9,16 +9,7 @@
 
 #include "core/core_impl.h"
 #include "nn/nn.h"
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...) {
-  va_list ap;
-  va_start(ap, f);
-  char *s = NULL;
-  if (vasprintf(&s, f, ap) < 0) s = NULL;
-  va_end(ap);
-  return s;
-}
+#include "nn/nn_impl.h"
 
 static em_status want_inputs(em_module *m, int nin, int want) {
   if (nin != want)
@@ -96,7 +87,7 @@ static em_tensor *linear_forward(em_module *m, int nin, em_tensor *const *in) {
 }
 static char *linear_repr(em_module *m) {
   linear_impl *p = em_module_impl(m);
-  return fmt("in_features=%lld, out_features=%lld, bias=%s", (long long)p->in, (long long)p->out,
+  return em__nn_fmt("in_features=%lld, out_features=%lld, bias=%s", (long long)p->in, (long long)p->out,
              p->bias ? "True" : "False");
 }
 static const em_module_ops linear_ops = {"Linear", linear_forward, linear_repr, free};
@@ -179,7 +170,7 @@ static em_tensor *bilinear_forward(em_module *m, int nin, em_tensor *const *in) 
 }
 static char *bilinear_repr(em_module *m) {
   bilinear_impl *p = em_module_impl(m);
-  return fmt("in1_features=%lld, in2_features=%lld, out_features=%lld, bias=%s",
+  return em__nn_fmt("in1_features=%lld, in2_features=%lld, out_features=%lld, bias=%s",
              (long long)p->in1, (long long)p->in2, (long long)p->out, p->bias ? "True" : "False");
 }
 static const em_module_ops bilinear_ops = {"Bilinear", bilinear_forward, bilinear_repr, free};
@@ -217,7 +208,7 @@ static em_tensor *flatten_forward(em_module *m, int nin, em_tensor *const *in) {
 }
 static char *flatten_repr(em_module *m) {
   flatten_impl *p = em_module_impl(m);
-  return fmt("start_dim=%d, end_dim=%d", p->start, p->end);
+  return em__nn_fmt("start_dim=%d, end_dim=%d", p->start, p->end);
 }
 static const em_module_ops flatten_ops = {"Flatten", flatten_forward, flatten_repr, free};
 em_module *em_nn_flatten(int start_dim, int end_dim) {
@@ -305,8 +296,8 @@ static em_tensor *embedding_forward(em_module *m, int nin, em_tensor *const *in)
 }
 static char *embedding_repr(em_module *m) {
   embedding_impl *p = em_module_impl(m);
-  if (p->has_pad) return fmt("%lld, %lld, padding_idx=%lld", (long long)p->num, (long long)p->dim, (long long)p->pad);
-  return fmt("%lld, %lld", (long long)p->num, (long long)p->dim);
+  if (p->has_pad) return em__nn_fmt("%lld, %lld, padding_idx=%lld", (long long)p->num, (long long)p->dim, (long long)p->pad);
+  return em__nn_fmt("%lld, %lld", (long long)p->num, (long long)p->dim);
 }
 static const em_module_ops embedding_ops = {"Embedding", embedding_forward, embedding_repr, free};
 
@@ -366,7 +357,7 @@ static em_tensor *dropout_forward(em_module *m, int nin, em_tensor *const *in) {
 }
 static char *dropout_repr(em_module *m) {
   dropout_impl *p = em_module_impl(m);
-  return fmt("p=%g, inplace=False", p->p);
+  return em__nn_fmt("p=%g, inplace=False", p->p);
 }
 static const em_module_ops dropout_ops = {"Dropout", dropout_forward, dropout_repr, free};
 em_module *em_nn_dropout(double p) {
@@ -401,13 +392,13 @@ typedef struct act_impl {
   static const em_module_ops NAME##_ops = {TYPE, NAME##_forward, NAME##_repr, free};
 
 ACT(relu, "ReLU", em_tensor_relu(x), NULL)
-ACT(leaky, "LeakyReLU", em_tensor_leaky_relu(x, a->f), fmt("negative_slope=%g", a->f))
-ACT(gelu, "GELU", em_tensor_gelu(x, a->i), fmt("approximate='%s'", a->i ? "tanh" : "none"))
+ACT(leaky, "LeakyReLU", em_tensor_leaky_relu(x, a->f), em__nn_fmt("negative_slope=%g", a->f))
+ACT(gelu, "GELU", em_tensor_gelu(x, a->i), em__nn_fmt("approximate='%s'", a->i ? "tanh" : "none"))
 ACT(silu, "SiLU", em_tensor_silu(x), NULL)
 ACT(tanh, "Tanh", em_tensor_tanh(x), NULL)
 ACT(sigmoid, "Sigmoid", em_tensor_sigmoid(x), NULL)
-ACT(softmax, "Softmax", em_tensor_softmax(x, a->i, EM_DTYPE_UNDEFINED), fmt("dim=%d", a->i))
-ACT(log_softmax, "LogSoftmax", em_tensor_log_softmax(x, a->i, EM_DTYPE_UNDEFINED), fmt("dim=%d", a->i))
+ACT(softmax, "Softmax", em_tensor_softmax(x, a->i, EM_DTYPE_UNDEFINED), em__nn_fmt("dim=%d", a->i))
+ACT(log_softmax, "LogSoftmax", em_tensor_log_softmax(x, a->i, EM_DTYPE_UNDEFINED), em__nn_fmt("dim=%d", a->i))
 
 static em_module *act(const em_module_ops *ops, double f, int i) {
   act_impl *a = malloc(sizeof *a);

@@ -1,11 +1,22 @@
 /* The module object: ordered named parameters, buffers and children,
  * train/eval, named_parameters, state dicts, repr. */
+#define _GNU_SOURCE /* vasprintf */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#include "nn/nn_impl.h"
+
+char *em__nn_fmt(const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  char *s = NULL;
+  if (vasprintf(&s, f, ap) < 0) s = NULL;
+  va_end(ap);
+  return s;
+}
 
 typedef struct entry {
   char *name;

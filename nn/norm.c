@@ -14,7 +14,6 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +21,9 @@
 #include "autograd/autograd.h"
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#include "nn/nn_impl.h"
 
 /* core/ops_copy.c */
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
 
 #define T float
@@ -36,22 +35,6 @@ em_status em__copy_into(em_tensor *dst, em_tensor *src);
 #include "nn/cpu_norm_impl.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...) {
-  va_list ap;
-  va_start(ap, f);
-  char *s = NULL;
-  if (vasprintf(&s, f, ap) < 0) s = NULL;
-  va_end(ap);
-  return s;
-}
-
-static em_tensor *as_compute(em_tensor *t, em_dtype dt) {
-  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
-  return em__convert(t, dt);
-}
-static em_dtype compute_dtype(em_dtype dt) { return dt == EM_FLOAT64 ? EM_FLOAT64 : EM_FLOAT32; }
 
 static void *data_of(em_tensor *t) { return t ? em__data_ptr(t) : NULL; }
 
@@ -93,7 +76,7 @@ static em_tensor *from_doubles(const double *v, int64_t n, em_dtype dt) {
 static double *to_doubles(em_tensor *t, int64_t n) {
   double *v = malloc(sizeof(double) * (size_t)(n + 1));
   if (!v) return EM_FAIL(EM_ERR_NOMEM, "out of memory");
-  em_tensor *c = as_compute(t, EM_FLOAT64);
+  em_tensor *c = em__nn_as_compute(t, EM_FLOAT64);
   if (!c) {
     free(v);
     return NULL;
@@ -127,7 +110,7 @@ static em_status bn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, in
                                em_tensor **out) {
   bn_ctx *b = em_ag_ctx_user(ctx);
   em_tensor *x = in[0], *w = in[1], *bias = in[2];
-  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__nn_compute_dtype(dt);
   const int64_t C = b->C;
   em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
   double *buf = NULL, *rm = NULL, *rv = NULL;
@@ -145,14 +128,14 @@ static em_status bn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, in
     EM_CHECK_PTR_GOTO(rv, st, done);
     for (int64_t c = 0; c < C; c++) mean[c] = rm[c], invstd[c] = 1.0 / sqrt(rv[c] + b->eps);
   }
-  xc = as_compute(x, cdt);
+  xc = em__nn_as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
   if (w) {
-    wc = as_compute(w, cdt);
+    wc = em__nn_as_compute(w, cdt);
     EM_CHECK_PTR_GOTO(wc, st, done);
   }
   if (bias) {
-    bc = as_compute(bias, cdt);
+    bc = em__nn_as_compute(bias, cdt);
     EM_CHECK_PTR_GOTO(bc, st, done);
   }
   y = em_tensor_empty(x->ndim, x->shape, cdt);
@@ -225,7 +208,7 @@ static em_status bn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad
   const int64_t C = b->C;
   bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
        need_b = em_ag_ctx_needs_input_grad(ctx, 2);
-  em_dtype cdt = compute_dtype((em_dtype)x->dtype);
+  em_dtype cdt = em__nn_compute_dtype((em_dtype)x->dtype);
   em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
   double *sums = NULL;
   em_status st = EM_OK;
@@ -234,12 +217,12 @@ static em_status bn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad
     st = em__set_error(EM_ERR_NOMEM, "batch_norm backward: out of memory");
     goto done;
   }
-  xc = as_compute(x, cdt);
+  xc = em__nn_as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
-  dyc = as_compute(dy, cdt);
+  dyc = em__nn_as_compute(dy, cdt);
   EM_CHECK_PTR_GOTO(dyc, st, done);
   if (w) {
-    wc = as_compute(w, cdt);
+    wc = em__nn_as_compute(w, cdt);
     EM_CHECK_PTR_GOTO(wc, st, done);
   }
   if (need_x) {
@@ -348,10 +331,10 @@ static em_status norm_fwd_begin(norm_fwd *f, em_tensor *const *in, int64_t nstat
   em_tensor *x = in[0];
   memset(f, 0, sizeof *f);
   f->dt = (em_dtype)x->dtype;
-  f->cdt = compute_dtype(f->dt);
+  f->cdt = em__nn_compute_dtype(f->dt);
   if (!(f->stats = em_tensor_empty(EM_DIMS(2, nstats), EM_FLOAT64)) ||
-      !(f->xc = as_compute(x, f->cdt)) || (in[1] && !(f->wc = as_compute(in[1], f->cdt))) ||
-      (in[2] && !(f->bc = as_compute(in[2], f->cdt))) ||
+      !(f->xc = em__nn_as_compute(x, f->cdt)) || (in[1] && !(f->wc = em__nn_as_compute(in[1], f->cdt))) ||
+      (in[2] && !(f->bc = em__nn_as_compute(in[2], f->cdt))) ||
       !(f->y = em_tensor_empty(x->ndim, x->shape, f->cdt)))
     return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
   f->mean = (double *)em__data_ptr(f->stats);
@@ -405,11 +388,11 @@ static em_status norm_bwd_begin(norm_bwd *g, em_ag_ctx *ctx, em_tensor *dy, bool
   g->need_x = em_ag_ctx_needs_input_grad(ctx, 0);
   g->need_w = em_ag_ctx_needs_input_grad(ctx, 1);
   g->need_b = em_ag_ctx_needs_input_grad(ctx, 2);
-  g->cdt = compute_dtype((em_dtype)x->dtype);
+  g->cdt = em__nn_compute_dtype((em_dtype)x->dtype);
   g->mean = (double *)em__data_ptr(stats);
   g->rstd = g->mean + nstats;
-  if (!(g->xc = as_compute(x, g->cdt)) || !(g->dyc = as_compute(dy, g->cdt)) ||
-      (w && !(g->wc = as_compute(w, g->cdt))) ||
+  if (!(g->xc = em__nn_as_compute(x, g->cdt)) || !(g->dyc = em__nn_as_compute(dy, g->cdt)) ||
+      (w && !(g->wc = em__nn_as_compute(w, g->cdt))) ||
       (g->need_x && !(g->dx = em_tensor_empty(x->ndim, x->shape, g->cdt))))
     return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
   return EM_OK;
@@ -814,7 +797,7 @@ static em_tensor *bn_forward(em_module *m, int nin, em_tensor *const *in) {
 static char *bn_repr(em_module *m) {
   bn_impl *p = em_module_impl(m);
   char e[40], mo[40];
-  return fmt("%lld, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", (long long)p->C,
+  return em__nn_fmt("%lld, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", (long long)p->C,
              py_float(p->eps, e, sizeof e),
              isnan(p->momentum) ? "None" : py_float(p->momentum, mo, sizeof mo),
              p->affine ? "True" : "False", p->track ? "True" : "False");
@@ -885,7 +868,7 @@ static char *ln_repr(em_module *m) {
     k += (size_t)snprintf(s + k, sizeof s - k, "%s%lld", i ? ", " : "", (long long)p->shape[i]);
   snprintf(s + k, sizeof s - k, p->nd == 1 ? ",)" : ")");
   char e[40];
-  return fmt("%s, eps=%s, elementwise_affine=%s", s, py_float(p->eps, e, sizeof e),
+  return em__nn_fmt("%s, eps=%s, elementwise_affine=%s", s, py_float(p->eps, e, sizeof e),
              p->affine ? "True" : "False");
 }
 
@@ -938,7 +921,7 @@ static em_tensor *gn_forward(em_module *m, int nin, em_tensor *const *in) {
 static char *gn_repr(em_module *m) {
   gn_impl *p = em_module_impl(m);
   char e[40];
-  return fmt("%lld, %lld, eps=%s, affine=%s", (long long)p->groups, (long long)p->channels,
+  return em__nn_fmt("%lld, %lld, eps=%s, affine=%s", (long long)p->groups, (long long)p->channels,
              py_float(p->eps, e, sizeof e), p->affine ? "True" : "False");
 }
 

@@ -14,18 +14,17 @@
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdatomic.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "autograd/autograd.h"
 #include "core/core_impl.h"
 #include "nn/nn.h"
+#include "nn/nn_impl.h"
 #ifdef EMBER_CUDA
 #include "core/cuda/cuda_nn.h" /* CUDA tensors: GPU kernels (see the CUDA blocks below) */
 #endif
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt); /* core/ops_copy.c */
 
 typedef enum pool_kind { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;
 
@@ -268,12 +267,6 @@ static int64_t pool_grain(const pool_geom *g) {
 
 /* ---- compute helpers ------------------------------------------------------------------ */
 
-static em_tensor *as_compute(em_tensor *t, em_dtype dt) {
-  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
-  return em__convert(t, dt);
-}
-static em_dtype compute_dtype(em_dtype dt) { return dt == EM_FLOAT64 ? EM_FLOAT64 : EM_FLOAT32; }
-
 /* The output's shape: the leading dims then (OH, OW). */
 static int out_shape(const pool_geom *g, int64_t *s) {
   int nl = g->ndim - 2;
@@ -344,12 +337,12 @@ static em_status pool_compute(const pool_geom *g, em_tensor *x, em_tensor **y, e
 #ifdef EMBER_CUDA
   if (x->device.type == EM_CUDA) return cuda_pool_forward(g, x, y, idx);
 #endif
-  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__nn_compute_dtype(dt);
   int64_t s[4];
   int nd = out_shape(g, s);
   em_tensor *xc = NULL, *out = NULL, *ix = NULL;
   em_status st = EM_OK;
-  xc = as_compute(x, cdt);
+  xc = em__nn_as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
   out = em_tensor_empty(nd, s, cdt);
   EM_CHECK_PTR_GOTO(out, st, done);
@@ -411,8 +404,8 @@ static em_status pool_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
 #ifdef EMBER_CUDA
   if (gy->device.type == EM_CUDA) return cuda_pool_backward(g, gy, idx, &grad_in[0]);
 #endif
-  em_dtype cdt = compute_dtype((em_dtype)gy->dtype);
-  em_tensor *gyc = as_compute(gy, cdt);
+  em_dtype cdt = em__nn_compute_dtype((em_dtype)gy->dtype);
+  em_tensor *gyc = em__nn_as_compute(gy, cdt);
   if (!gyc) return em_last_status();
   int64_t s[4];
   int nl = g->ndim - 2;
@@ -623,16 +616,6 @@ typedef struct pool_impl {
   int64_t out_h, out_w;
 } pool_impl;
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...) {
-  va_list ap;
-  va_start(ap, f);
-  char *s = NULL;
-  if (vasprintf(&s, f, ap) < 0) s = NULL;
-  va_end(ap);
-  return s;
-}
-
 /* "2" when both entries are equal (how PyTorch prints an int argument),
  * else "(2, 3)". */
 static const char *pair(const int64_t *v, char *buf, size_t n) {
@@ -667,7 +650,7 @@ static em_tensor *adaptive_forward(em_module *m, int nin, em_tensor *const *in) 
 static char *max_pool_repr(em_module *m) {
   const em_pool_options *o = &((pool_impl *)em_module_impl(m))->o;
   char k[48], s[48], p[48], d[48];
-  return fmt("kernel_size=%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s",
+  return em__nn_fmt("kernel_size=%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s",
              pair(o->kernel, k, sizeof k), pair(o->stride, s, sizeof s),
              pair(o->padding, p, sizeof p), pair(o->dilation, d, sizeof d),
              o->ceil_mode ? "True" : "False");
@@ -675,14 +658,14 @@ static char *max_pool_repr(em_module *m) {
 static char *avg_pool_repr(em_module *m) {
   const em_pool_options *o = &((pool_impl *)em_module_impl(m))->o;
   char k[48], s[48], p[48];
-  return fmt("kernel_size=%s, stride=%s, padding=%s", pair(o->kernel, k, sizeof k),
+  return em__nn_fmt("kernel_size=%s, stride=%s, padding=%s", pair(o->kernel, k, sizeof k),
              pair(o->stride, s, sizeof s), pair(o->padding, p, sizeof p));
 }
 static char *adaptive_repr(em_module *m) {
   pool_impl *p = em_module_impl(m);
   int64_t v[2] = {p->out_h, p->out_w};
   char b[48];
-  return fmt("output_size=%s", pair(v, b, sizeof b));
+  return em__nn_fmt("output_size=%s", pair(v, b, sizeof b));
 }
 
 static const em_module_ops max_pool_ops = {"MaxPool2d", max_pool_forward, max_pool_repr, free};
