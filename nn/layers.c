@@ -87,8 +87,8 @@ static em_tensor *linear_forward(em_module *m, int nin, em_tensor *const *in) {
 }
 static char *linear_repr(em_module *m) {
   linear_impl *p = em_module_impl(m);
-  return em__nn_fmt("in_features=%lld, out_features=%lld, bias=%s", (long long)p->in, (long long)p->out,
-             p->bias ? "True" : "False");
+  return em__nn_fmt("in_features=%lld, out_features=%lld, bias=%s", (long long)p->in,
+                    (long long)p->out, p->bias ? "True" : "False");
 }
 static const em_module_ops linear_ops = {"Linear", linear_forward, linear_repr, free};
 
@@ -296,7 +296,9 @@ static em_tensor *embedding_forward(em_module *m, int nin, em_tensor *const *in)
 }
 static char *embedding_repr(em_module *m) {
   embedding_impl *p = em_module_impl(m);
-  if (p->has_pad) return em__nn_fmt("%lld, %lld, padding_idx=%lld", (long long)p->num, (long long)p->dim, (long long)p->pad);
+  if (p->has_pad)
+    return em__nn_fmt("%lld, %lld, padding_idx=%lld", (long long)p->num, (long long)p->dim,
+                      (long long)p->pad);
   return em__nn_fmt("%lld, %lld", (long long)p->num, (long long)p->dim);
 }
 static const em_module_ops embedding_ops = {"Embedding", embedding_forward, embedding_repr, free};
@@ -398,7 +400,8 @@ ACT(silu, "SiLU", em_tensor_silu(x), NULL)
 ACT(tanh, "Tanh", em_tensor_tanh(x), NULL)
 ACT(sigmoid, "Sigmoid", em_tensor_sigmoid(x), NULL)
 ACT(softmax, "Softmax", em_tensor_softmax(x, a->i, EM_DTYPE_UNDEFINED), em__nn_fmt("dim=%d", a->i))
-ACT(log_softmax, "LogSoftmax", em_tensor_log_softmax(x, a->i, EM_DTYPE_UNDEFINED), em__nn_fmt("dim=%d", a->i))
+ACT(log_softmax, "LogSoftmax", em_tensor_log_softmax(x, a->i, EM_DTYPE_UNDEFINED),
+    em__nn_fmt("dim=%d", a->i))
 
 static em_module *act(const em_module_ops *ops, double f, int i) {
   act_impl *a = malloc(sizeof *a);

@@ -333,7 +333,8 @@ static em_status norm_fwd_begin(norm_fwd *f, em_tensor *const *in, int64_t nstat
   f->dt = (em_dtype)x->dtype;
   f->cdt = em__nn_compute_dtype(f->dt);
   if (!(f->stats = em_tensor_empty(EM_DIMS(2, nstats), EM_FLOAT64)) ||
-      !(f->xc = em__nn_as_compute(x, f->cdt)) || (in[1] && !(f->wc = em__nn_as_compute(in[1], f->cdt))) ||
+      !(f->xc = em__nn_as_compute(x, f->cdt)) ||
+      (in[1] && !(f->wc = em__nn_as_compute(in[1], f->cdt))) ||
       (in[2] && !(f->bc = em__nn_as_compute(in[2], f->cdt))) ||
       !(f->y = em_tensor_empty(x->ndim, x->shape, f->cdt)))
     return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
