@@ -78,6 +78,21 @@ typedef struct em__dl_slot_header {
 
 static inline size_t em__dl_align(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+/* Reverses the byte order of n elements of es bytes (2, 4 or 8) in place:
+ * big-endian IDX files, '>' .npy files. */
+static inline void em__dl_bswap(void *data, int64_t n, size_t es) {
+  if (es == 2) {
+    uint16_t *p = data;
+    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap16(p[i]);
+  } else if (es == 4) {
+    uint32_t *p = data;
+    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap32(p[i]);
+  } else if (es == 8) {
+    uint64_t *p = data;
+    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap64(p[i]);
+  }
+}
+
 enum { EM_DL_BUILDER_HEAP, EM_DL_BUILDER_SLOT };
 
 struct em_dl_batch_builder {

@@ -85,19 +85,6 @@ static em_dtype idx_dtype(int code, const char **name) {
   }
 }
 
-static void bswap_inplace(void *data, int64_t n, size_t es) {
-  if (es == 2) {
-    uint16_t *p = data;
-    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap16(p[i]);
-  } else if (es == 4) {
-    uint32_t *p = data;
-    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap32(p[i]);
-  } else if (es == 8) {
-    uint64_t *p = data;
-    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap64(p[i]);
-  }
-}
-
 em_tensor *em_dl_idx_load(const char *path) {
   if (!path) return EM_FAIL(EM_ERR_INVALID, "idx: path is NULL");
   src s = {path, NULL, NULL, 0, false};
@@ -221,7 +208,7 @@ em_tensor *em_dl_idx_load(const char *path) {
     goto fail;
   }
   src_close(&s);
-  if (es > 1 && nbytes) bswap_inplace(em__data_ptr(t), t->numel, es);
+  if (es > 1 && nbytes) em__dl_bswap(em__data_ptr(t), t->numel, es);
   return t;
 fail:
   em_tensor_release(t);

@@ -179,19 +179,6 @@ static em_status parse_descr(const char *path, const char *descr, em_dtype *dt, 
                        "u1 f2 f4 f8)", path, descr);
 }
 
-static void bswap_inplace(void *data, int64_t n, size_t es) {
-  if (es == 2) {
-    uint16_t *p = data;
-    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap16(p[i]);
-  } else if (es == 4) {
-    uint32_t *p = data;
-    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap32(p[i]);
-  } else if (es == 8) {
-    uint64_t *p = data;
-    for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap64(p[i]);
-  }
-}
-
 em_tensor *em_dl_npy_load(const char *path) {
   if (!path) return EM_FAIL(EM_ERR_INVALID, "npy: path is NULL");
   FILE *f = fopen(path, "rb");
@@ -295,7 +282,7 @@ em_tensor *em_dl_npy_load(const char *path) {
     em__set_error(EM_ERR_IO, "npy: %s: read error in the data: %s", path, strerror(errno));
     goto fail;
   }
-  if (swap && nbytes) bswap_inplace(em__data_ptr(raw), raw->numel, es);
+  if (swap && nbytes) em__dl_bswap(em__data_ptr(raw), raw->numel, es);
   if (h.fortran && h.ndim > 1) {
     int64_t perm[EM_MAX_DIMS];
     for (int i = 0; i < h.ndim; i++) perm[i] = h.ndim - 1 - i;
