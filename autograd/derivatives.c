@@ -9,7 +9,11 @@
  *               at the end, jumps to the error path on NULL;
  *   IN(i)/OUT_(i) the saved input / output i (borrowed, version-checked);
  *   SET(i, expr) stores a new reference as input i's gradient;
- *   NEED(i)     whether input i wants a gradient. */
+ *   NEED(i)     whether input i wants a gradient;
+ *   GRAD_SCOPE(g) SCOPE, with g the gradient of output 0 (return at once
+ *               when none flows in: the inputs get none either);
+ *   GRAD0_SCOPE(g) the same, also returning when input 0, the only one
+ *               that can take a gradient, wants none. */
 #include <math.h>
 
 #include "autograd/autograd_impl.h"
@@ -55,6 +59,15 @@ typedef struct scope {
   fail_:                                        \
   for (int k_ = 0; k_ < sc_.n; k_++) em_tensor_release(sc_.t[k_]); \
   return em_last_status() ? em_last_status() : EM_ERR_INTERNAL
+
+/* Nothing is in scope yet, so returning needs no cleanup. */
+#define GRAD_SCOPE(g)                           \
+  SCOPE;                                        \
+  em_tensor *g = go[0];                         \
+  if (!g) return EM_OK
+#define GRAD0_SCOPE(g)                          \
+  GRAD_SCOPE(g);                                \
+  if (!NEED(0)) return EM_OK
 
 #define BW(name) static em_status bw_##name(em_ag_node *n, em_tensor *const *go, em_tensor **gi)
 
@@ -102,6 +115,11 @@ static em_tensor *zeros_of_input(em_ag_node *n, int i) {
 
 static em_tensor *mul_s(em_tensor *t, double v) { return em_tensor_mul_scalar(t, F(v)); }
 
+/* t * v, or t itself (retained) for v == 1, sparing a pass. */
+static em_tensor *scaled(em_tensor *t, double v) {
+  return v == 1 ? em_tensor_retain(t) : mul_s(t, v);
+}
+
 /* 1 - t */
 static em_tensor *em_tensor_rsub_one(em_tensor *t) {
   em_tensor *one = em_tensor_wrapped_scalar(em_scalar_int(1));
@@ -136,15 +154,41 @@ static int64_t reduced_count(em_ag_node *n) {
   return c;
 }
 
-static em_tensor *expand_in(em_ag_node *n, int i, em_tensor *g) {
-  return em_tensor_expand(g, n->in_meta[i].ndim, n->in_meta[i].shape);
+/* g of a reduction broadcast back to input 0's shape (a view). */
+static em_tensor *unreduce_expand(em_ag_node *n, em_tensor *g) {
+  em_tensor *u = unreduce(n, g);
+  em_tensor *e = u ? em_tensor_expand(u, n->in_meta[0].ndim, n->in_meta[0].shape) : NULL;
+  em_tensor_release(u);
+  return e;
+}
+
+/* amax/amin and the inf-norm: g spread evenly over the places where v
+ * attains its extreme y (both kept-dims shaped, like unreduce's). */
+static em_tensor *spread_over_extremes(em_ag_node *n, em_tensor *v, em_tensor *y, em_tensor *g) {
+  em_tensor *eq = em_tensor_eq(v, y);
+  em_tensor *mask = eq ? em_tensor_to_dtype(eq, (em_dtype)v->dtype) : NULL;
+  em_tensor *cnt =
+      mask ? em_tensor_sum(mask, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED) : NULL;
+  em_tensor *share = cnt ? em_tensor_div(g, cnt) : NULL;
+  em_tensor *r = share ? em_tensor_mul(mask, share) : NULL;
+  em_tensor_release(eq), em_tensor_release(mask), em_tensor_release(cnt), em_tensor_release(share);
+  return r;
+}
+
+/* 1 where cond, other elsewhere; the ones take x's shape and dtype. */
+static em_tensor *one_where(em_tensor *cond, em_tensor *x, em_tensor *other) {
+  em_tensor *ones = em_tensor_ones_like(x, EM_DTYPE_UNDEFINED);
+  em_tensor *r = ones ? em_tensor_where(cond, ones, other) : NULL;
+  em_tensor_release(ones);
+  return r;
 }
 
 /* ---- copies and views ------------------------------------------------------------- */
 
+/* also expand: summing the broadcast dims back is TO_IN's job */
 BW(identity) {
-  SCOPE;
-  if (go[0] && NEED(0)) SET(0, TO_IN(0, go[0]));
+  GRAD0_SCOPE(g);
+  SET(0, TO_IN(0, g));
   DONE;
 }
 
@@ -155,61 +199,46 @@ BW(fill) {
 }
 
 BW(view) {
-  SCOPE;
-  if (go[0] && NEED(0)) SET(0, em_tensor_reshape(go[0], n->in_meta[0].ndim, n->in_meta[0].shape));
+  GRAD0_SCOPE(g);
+  SET(0, em_tensor_reshape(g, n->in_meta[0].ndim, n->in_meta[0].shape));
   DONE;
 }
 
 BW(permute) {
-  SCOPE;
+  GRAD0_SCOPE(g);
   int64_t inv[EM_MAX_DIMS];
   for (int k = 0; k < n->attrs.nd; k++) inv[n->attrs.d[k]] = k;
-  if (go[0] && NEED(0)) SET(0, em_tensor_permute(go[0], n->attrs.nd, inv));
+  SET(0, em_tensor_permute(g, n->attrs.nd, inv));
   DONE;
 }
 
+/* slice and select: g copied into the part of zeros the view took */
 BW(slice) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  em_tensor *z = K(zeros_of_input(n, 0));
-  em_tensor *v = K(em_tensor_slice(z, (int)n->attrs.i[0], n->attrs.i[1], INT64_MAX, n->attrs.i[2]));
-  em_tensor *v2 = K(em_tensor_narrow(v, (int)n->attrs.i[0], 0, go[0]->shape[n->attrs.i[0]]));
-  if (em_tensor_copy_(v2, go[0])) goto fail_;
+  GRAD0_SCOPE(g);
+  int dim = (int)n->attrs.i[0];
+  em_tensor *z = K(zeros_of_input(n, 0)), *v;
+  if (n->op == EM_OP_SELECT) {
+    v = K(em_tensor_select(z, dim, n->attrs.i[1]));
+  } else {
+    v = K(em_tensor_slice(z, dim, n->attrs.i[1], INT64_MAX, n->attrs.i[2]));
+    v = K(em_tensor_narrow(v, dim, 0, g->shape[dim]));
+  }
+  if (em_tensor_copy_(v, g)) goto fail_;
   SET(0, em_tensor_retain(z));
-ok:
-  DONE;
-}
-
-BW(select) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  em_tensor *z = K(zeros_of_input(n, 0));
-  em_tensor *v = K(em_tensor_select(z, (int)n->attrs.i[0], n->attrs.i[1]));
-  if (em_tensor_copy_(v, go[0])) goto fail_;
-  SET(0, em_tensor_retain(z));
-ok:
-  DONE;
-}
-
-BW(expand) {
-  SCOPE;
-  if (go[0] && NEED(0)) SET(0, TO_IN(0, go[0]));
   DONE;
 }
 
 /* as_strided: scatter-add each output element's gradient onto the storage
  * element it views (views may overlap, so accumulate one by one). */
 BW(as_strided) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   const em_ag_tmeta *m = &n->in_meta[0];
   if (!n->attrs.i[2]) {
     em__set_error(EM_ERR_NOTIMPL, "as_strided backward: the input must be contiguous");
     goto fail_;
   }
   em_tensor *z = K(em_tensor_zeros(m->ndim, m->shape, EM_FLOAT64));
-  em_tensor *g = K(em_tensor_to_dtype(go[0], EM_FLOAT64));
-  em_tensor *gc = K(em_tensor_contiguous(g));
+  em_tensor *gc = K(em_tensor_contiguous(K(em_tensor_to_dtype(g, EM_FLOAT64))));
   double *zd = em_tensor_data(z);
   const double *gd = em_tensor_data(gc);
   int64_t base = n->attrs.i[0] - n->attrs.i[1], idx[EM_MAX_DIMS] = {0};
@@ -223,41 +252,37 @@ BW(as_strided) {
     }
   }
   SET(0, em_tensor_to_dtype(z, (em_dtype)m->dtype));
-ok:
   DONE;
 }
 
 /* ---- shape ops ---------------------------------------------------------------------- */
 
 BW(cat) {
-  SCOPE;
-  if (!go[0]) goto ok;
+  GRAD_SCOPE(g);
   int dim = (int)n->attrs.i[0];
   int64_t start = 0;
   for (int i = 0; i < n->nin; i++) {
     const em_ag_tmeta *m = &n->in_meta[i];
     /* legacy empty 1-D inputs take no slice */
-    bool skipped = m->ndim == 1 && m->shape[0] == 0 && go[0]->ndim != 1;
+    bool skipped = m->ndim == 1 && m->shape[0] == 0 && g->ndim != 1;
     int64_t len = skipped ? 0 : m->shape[dim];
     if (NEED(i)) {
       if (skipped) SET(i, zeros_of_input(n, i));
-      else SET(i, TO_IN(i, K(em_tensor_narrow(go[0], dim, start, len))));
+      else SET(i, TO_IN(i, K(em_tensor_narrow(g, dim, start, len))));
     }
     start += len;
   }
-ok:
   DONE;
 }
 
 BW(flip) {
-  SCOPE;
-  if (go[0] && NEED(0)) SET(0, em_tensor_flip(go[0], n->attrs.nd, n->attrs.d));
+  GRAD0_SCOPE(g);
+  SET(0, em_tensor_flip(g, n->attrs.nd, n->attrs.d));
   DONE;
 }
 
 BW(repeat) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   const em_ag_tmeta *m = &n->in_meta[0];
   int nr = n->attrs.nd, lead = nr - m->ndim;
   /* g: [r0*s0, r1*s1, ...] -> [r0, s0, r1, s1, ...], sum over the r dims */
@@ -273,27 +298,24 @@ BW(repeat) {
     em__set_error(EM_ERR_NOTIMPL, "repeat backward: more than %d dims", EM_MAX_DIMS / 2);
     goto fail_;
   }
-  em_tensor *gc = K(em_tensor_contiguous(go[0]));
+  em_tensor *gc = K(em_tensor_contiguous(g));
   em_tensor *v = K(em_tensor_view(gc, k, shape));
   em_tensor *s = K(em_tensor_sum(v, nd, dims, false, EM_DTYPE_UNDEFINED));
   SET(0, em_tensor_reshape(s, m->ndim, m->shape));
-ok:
   DONE;
 }
 
 /* PAD: d[j] / d2[j] are the pads before / after dim j (negative crops);
  * the gradient is the grad padded with the negated pads. */
 BW(pad) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   int64_t neg[2 * EM_MAX_DIMS];
   int np = 0;
   for (int j = n->attrs.nd - 1; j >= 0; j--) {
     neg[np++] = -n->attrs.d[j];
     neg[np++] = -n->attrs.d2[j];
   }
-  SET(0, em_tensor_pad(go[0], np, neg, 0));
-ok:
+  SET(0, em_tensor_pad(g, np, neg, 0));
   DONE;
 }
 
@@ -301,11 +323,8 @@ ok:
 
 #define UNARY_BW(name, ...)                        \
   BW(name) {                                       \
-    SCOPE;                                         \
-    em_tensor *g = go[0];                          \
-    if (!g || !NEED(0)) goto ok;                   \
+    GRAD0_SCOPE(g);                                \
     __VA_ARGS__;                                   \
-  ok:                                              \
     DONE;                                          \
   }
 
@@ -326,9 +345,12 @@ UNARY_BW(square, SET(0, em_tensor_mul(g, K(mul_s(IN(0), 2)))))
 UNARY_BW(sin, SET(0, em_tensor_mul(g, K(em_tensor_cos(IN(0))))))
 UNARY_BW(cos, SET(0, em_tensor_mul(g, K(em_tensor_neg(K(em_tensor_sin(IN(0))))))))
 UNARY_BW(tan, SET(0, em_tensor_mul(g, K(em_tensor_add_scalar(K(em_tensor_square(OUT_(0))), F(1))))))
-/* asin: 1/sqrt(1-x^2); acos: the negative; atan: 1/(1+x^2) */
-UNARY_BW(asin, SET(0, em_tensor_mul(g, K(em_tensor_rsqrt(K(em_tensor_rsub_one(K(em_tensor_square(IN(0))))))))))
-UNARY_BW(acos, SET(0, em_tensor_neg(K(em_tensor_mul(g, K(em_tensor_rsqrt(K(em_tensor_rsub_one(K(em_tensor_square(IN(0))))))))))))
+/* asin: 1/sqrt(1-x^2); acos (also here): the negative; atan: 1/(1+x^2) */
+UNARY_BW(asin, {
+  em_tensor *r =
+      K(em_tensor_mul(g, K(em_tensor_rsqrt(K(em_tensor_rsub_one(K(em_tensor_square(IN(0)))))))));
+  SET(0, n->op == EM_OP_UNARY_acos ? em_tensor_neg(r) : em_tensor_retain(r));
+})
 UNARY_BW(atan, SET(0, em_tensor_div(g, K(em_tensor_add_scalar(K(em_tensor_square(IN(0))), F(1))))))
 UNARY_BW(sinh, SET(0, em_tensor_mul(g, K(em_tensor_cosh(IN(0))))))
 UNARY_BW(cosh, SET(0, em_tensor_mul(g, K(em_tensor_sinh(IN(0))))))
@@ -364,8 +386,7 @@ UNARY_BW(leaky_relu, {
   em_tensor *x = IN(0);
   em_tensor *pos = K(em_tensor_gt_scalar(x, em_scalar_int(0)));
   em_tensor *slope = K(em_tensor_full_like(x, F(n->attrs.f[0]), EM_DTYPE_UNDEFINED));
-  em_tensor *ones = K(em_tensor_ones_like(x, EM_DTYPE_UNDEFINED));
-  SET(0, em_tensor_mul(g, K(em_tensor_where(pos, ones, slope))));
+  SET(0, em_tensor_mul(g, K(one_where(pos, x, slope))));
 })
 /* gelu: Phi(x) + x phi(x) */
 UNARY_BW(gelu, {
@@ -392,16 +413,14 @@ UNARY_BW(softplus, {
   double beta = n->attrs.f[0], thr = n->attrs.f[1];
   em_tensor *bx = K(mul_s(x, beta));
   em_tensor *lin = K(em_tensor_gt_scalar(bx, F(thr)));
-  em_tensor *ones = K(em_tensor_ones_like(x, EM_DTYPE_UNDEFINED));
-  SET(0, em_tensor_mul(g, K(em_tensor_where(lin, ones, K(em_tensor_sigmoid(bx))))));
+  SET(0, em_tensor_mul(g, K(one_where(lin, x, K(em_tensor_sigmoid(bx))))));
 })
 /* elu: 1 for x > 0, y + alpha otherwise */
 UNARY_BW(elu, {
   em_tensor *x = IN(0);
   em_tensor *pos = K(em_tensor_gt_scalar(x, em_scalar_int(0)));
-  em_tensor *ones = K(em_tensor_ones_like(x, EM_DTYPE_UNDEFINED));
   em_tensor *neg = K(em_tensor_add_scalar(OUT_(0), F(n->attrs.f[0])));
-  SET(0, em_tensor_mul(g, K(em_tensor_where(pos, ones, neg))));
+  SET(0, em_tensor_mul(g, K(one_where(pos, x, neg))));
 })
 UNARY_BW(hardtanh, {
   em_tensor *x = IN(0);
@@ -430,46 +449,32 @@ UNARY_BW(rpow_scalar, SET(0, em_tensor_mul(g, K(mul_s(OUT_(0), log(em_scalar_to_
 /* ---- binary ------------------------------------------------------------------------------ */
 
 BW(add) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   if (NEED(0)) SET(0, TO_IN(0, g));
-  if (NEED(1)) {
-    double alpha = em_scalar_to_double(n->attrs.s);
-    SET(1, TO_IN(1, alpha == 1 ? g : K(mul_s(g, alpha))));
-  }
-ok:
+  if (NEED(1)) SET(1, TO_IN(1, K(scaled(g, em_scalar_to_double(n->attrs.s)))));
   DONE;
 }
 
 BW(sub) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   if (NEED(0)) SET(0, TO_IN(0, g));
   if (NEED(1)) SET(1, TO_IN(1, K(mul_s(g, -em_scalar_to_double(n->attrs.s)))));
-ok:
   DONE;
 }
 
+/* also dot */
 BW(mul) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(g, IN(1)))));
   if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_mul(g, IN(0)))));
-ok:
   DONE;
 }
 
 BW(div) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   em_tensor *b = IN(1);
   if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_div(g, b))));
   if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_neg(K(em_tensor_div(K(em_tensor_mul(g, OUT_(0))), b))))));
-ok:
   DONE;
 }
 
@@ -480,28 +485,21 @@ BW(zeros2) {
   DONE;
 }
 
-/* remainder: a - b floor(a/b); fmod: a - b trunc(a/b) */
-static em_status rem_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool floor_mode) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+/* remainder: a - b floor(a/b); fmod (also here): a - b trunc(a/b) */
+BW(remainder) {
+  GRAD_SCOPE(g);
   if (NEED(0)) SET(0, TO_IN(0, g));
   if (NEED(1)) {
     em_tensor *q = K(em_tensor_div(IN(0), IN(1)));
-    q = K(floor_mode ? em_tensor_floor(q) : em_tensor_trunc(q));
+    q = K(n->op == EM_OP_BINARY_remainder ? em_tensor_floor(q) : em_tensor_trunc(q));
     SET(1, TO_IN(1, K(em_tensor_neg(K(em_tensor_mul(g, q))))));
   }
-ok:
   DONE;
 }
-BW(remainder) { return rem_bw(n, go, gi, true); }
-BW(fmod) { return rem_bw(n, go, gi, false); }
 
 /* pow(a, b): b a^(b-1), and y ln a (0 where a == 0 and b >= 0) */
 BW(pow) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   em_tensor *a = IN(0), *b = IN(1);
   if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(g, K(em_tensor_mul(b, K(em_tensor_pow(a, K(em_tensor_sub_scalar(b, F(1)))))))))));
   if (NEED(1)) {
@@ -511,15 +509,14 @@ BW(pow) {
     t = K(em_tensor_masked_fill(t, mask, em_scalar_int(0)));
     SET(1, TO_IN(1, K(em_tensor_mul(g, t))));
   }
-ok:
   DONE;
 }
 
-/* maximum/minimum: the gradient goes to the winner, split in half on ties */
-static em_status minmax_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool is_max) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+/* maximum and minimum (also here): the gradient goes to the winner, split
+ * in half on ties */
+BW(maximum) {
+  GRAD_SCOPE(g);
+  bool is_max = n->op == EM_OP_BINARY_maximum;
   em_tensor *a = IN(0), *b = IN(1);
   em_tensor *half = K(mul_s(g, 0.5));
   em_tensor *tie = K(em_tensor_eq(a, b));
@@ -528,45 +525,34 @@ static em_status minmax_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, 
   em_tensor *b_wins = K(is_max ? em_tensor_lt(a, b) : em_tensor_gt(a, b));
   if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_where(tie, half, K(em_tensor_where(a_wins, g, zero))))));
   if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_where(tie, half, K(em_tensor_where(b_wins, g, zero))))));
-ok:
   DONE;
 }
-BW(maximum) { return minmax_bw(n, go, gi, true); }
-BW(minimum) { return minmax_bw(n, go, gi, false); }
 
 BW(atan2) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   em_tensor *a = IN(0), *b = IN(1);
   em_tensor *den = K(em_tensor_add(K(em_tensor_square(a)), K(em_tensor_square(b))));
   em_tensor *gd = K(em_tensor_div(g, den));
   if (NEED(0)) SET(0, TO_IN(0, K(em_tensor_mul(gd, b))));
   if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_neg(K(em_tensor_mul(gd, a))))));
-ok:
   DONE;
 }
 
 /* ---- ternary -------------------------------------------------------------------------------- */
 
 BW(where) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   em_tensor *c = IN(0);
   em_tensor *zero = K(em_tensor_zeros_like(g, EM_DTYPE_UNDEFINED));
   if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_where(c, g, zero))));
   if (NEED(2)) SET(2, TO_IN(2, K(em_tensor_where(c, zero, g))));
-ok:
   DONE;
 }
 
 /* lerp(a, b, w) = a + w (b - a); the weight is input 2 unless i[0] (then
  * the scalar f[0]) */
 BW(lerp) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   if (n->attrs.i[0]) {
     double w = n->attrs.f[0];
     if (NEED(0)) SET(0, TO_IN(0, K(mul_s(g, 1 - w))));
@@ -577,118 +563,90 @@ BW(lerp) {
     if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_mul(g, w))));
     if (NEED(2)) SET(2, TO_IN(2, K(em_tensor_mul(g, K(em_tensor_sub(IN(1), IN(0)))))));
   }
-ok:
   DONE;
 }
 
 BW(addcmul) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   double v = em_scalar_to_double(n->attrs.s);
   if (NEED(0)) SET(0, TO_IN(0, g));
   if (NEED(1)) SET(1, TO_IN(1, K(mul_s(K(em_tensor_mul(g, IN(2))), v))));
   if (NEED(2)) SET(2, TO_IN(2, K(mul_s(K(em_tensor_mul(g, IN(1))), v))));
-ok:
   DONE;
 }
 
 BW(addcdiv) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   double v = em_scalar_to_double(n->attrs.s);
   em_tensor *t2 = IN(2);
   if (NEED(0)) SET(0, TO_IN(0, g));
   if (NEED(1)) SET(1, TO_IN(1, K(mul_s(K(em_tensor_div(g, t2)), v))));
   if (NEED(2))
     SET(2, TO_IN(2, K(mul_s(K(em_tensor_div(K(em_tensor_mul(g, IN(1))), K(em_tensor_square(t2)))), -v))));
-ok:
   DONE;
 }
 
 /* ---- reductions ------------------------------------------------------------------------------- */
 
+/* sum, and mean (also here): g spread over the reduced elements */
 BW(sum) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  SET(0, TO_IN(0, K(expand_in(n, 0, K(unreduce(n, go[0]))))));
-ok:
+  GRAD0_SCOPE(g);
+  em_tensor *e = K(unreduce_expand(n, g));
+  if (n->op == EM_OP_MEAN) e = K(mul_s(e, 1.0 / (double)reduced_count(n)));
+  SET(0, TO_IN(0, e));
   DONE;
 }
 
-BW(mean) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  int64_t c = reduced_count(n);
-  em_tensor *e = K(expand_in(n, 0, K(unreduce(n, go[0]))));
-  SET(0, TO_IN(0, K(mul_s(e, 1.0 / (double)c))));
-ok:
-  DONE;
-}
-
-/* amax/amin: spread evenly over the elements that attain the extreme */
+/* amax and amin (also here): spread evenly over the elements that attain
+ * the extreme */
 BW(amax) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   em_tensor *x = IN(0);
-  em_tensor *y = K(expand_in(n, 0, K(unreduce(n, OUT_(0)))));
-  em_tensor *mask = K(em_tensor_to_dtype(K(em_tensor_eq(x, y)), (em_dtype)x->dtype));
-  em_tensor *cnt = K(em_tensor_sum(mask, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED));
-  em_tensor *g = K(unreduce(n, go[0]));
-  SET(0, em_tensor_mul(mask, K(em_tensor_div(g, cnt))));
-ok:
+  em_tensor *y = K(unreduce(n, OUT_(0)));
+  SET(0, spread_over_extremes(n, x, y, K(unreduce(n, g))));
   DONE;
 }
 
-/* var: 2 (x - mean) / (N - correction); std: (x - mean) / ((N - c) std) */
-static em_status var_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool is_std) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+/* var: 2 (x - mean) / (N - correction); std (also here): (x - mean) /
+ * ((N - c) std) */
+BW(var) {
+  GRAD0_SCOPE(g);
   em_tensor *x = IN(0);
   double dof = (double)reduced_count(n) - n->attrs.f[0];
   em_tensor *mean = K(em_tensor_mean(x, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED));
   em_tensor *xc = K(em_tensor_sub(x, mean));
-  em_tensor *g = K(unreduce(n, go[0]));
-  if (is_std) {
+  g = K(unreduce(n, g));
+  if (n->op == EM_OP_STD) {
     em_tensor *s = K(unreduce(n, OUT_(0)));
     SET(0, em_tensor_mul(xc, K(mul_s(K(em_tensor_div(g, s)), 1.0 / dof))));
   } else {
     SET(0, em_tensor_mul(xc, K(mul_s(g, 2.0 / dof))));
   }
-ok:
   DONE;
 }
-BW(var) { return var_bw(n, go, gi, false); }
-BW(std) { return var_bw(n, go, gi, true); }
 
 BW(logsumexp) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   em_tensor *x = IN(0);
   em_tensor *y = K(unreduce(n, OUT_(0)));
-  SET(0, em_tensor_mul(K(unreduce(n, go[0])), K(em_tensor_exp(K(em_tensor_sub(x, y))))));
-ok:
+  SET(0, em_tensor_mul(K(unreduce(n, g)), K(em_tensor_exp(K(em_tensor_sub(x, y))))));
   DONE;
 }
 
 /* norm: p = 2: x / y; p = 1: sign(x); inf: like amax of |x|; other p:
  * x |x|^(p-2) / y^(p-1). Zero norms give zero gradients. */
 BW(norm) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   em_tensor *x = IN(0);
   double p = n->attrs.f[0];
-  em_tensor *g = K(unreduce(n, go[0]));
+  g = K(unreduce(n, g));
   em_tensor *y = K(unreduce(n, OUT_(0)));
   em_tensor *r;
   if (p == 1) {
     r = K(em_tensor_mul(g, K(em_tensor_sign(x))));
   } else if (isinf(p)) {
-    em_tensor *ax = K(em_tensor_abs(x));
-    em_tensor *mask = K(em_tensor_to_dtype(K(em_tensor_eq(ax, y)), (em_dtype)x->dtype));
-    em_tensor *cnt = K(em_tensor_sum(mask, n->attrs.nd, n->attrs.d, true, EM_DTYPE_UNDEFINED));
-    r = K(em_tensor_mul(K(em_tensor_mul(mask, K(em_tensor_sign(x)))), K(em_tensor_div(g, cnt))));
+    em_tensor *spread = K(spread_over_extremes(n, K(em_tensor_abs(x)), y, g));
+    r = K(em_tensor_mul(K(em_tensor_sign(x)), spread));
   } else {
     em_tensor *num = p == 2 ? x : K(em_tensor_mul(x, K(em_tensor_pow_scalar(K(em_tensor_abs(x)), F(p - 2)))));
     em_tensor *den = p == 2 ? y : K(em_tensor_pow_scalar(y, F(p - 1)));
@@ -698,74 +656,59 @@ BW(norm) {
     r = K(em_tensor_where(ymask, zero, q));
   }
   SET(0, em_tensor_retain(r));
-ok:
   DONE;
 }
 
 /* max_dim/min_dim: values' gradient scattered back to the indices.
  * attrs: i[0] keepdim, i[1] dim. */
 BW(max_dim) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   int dim = (int)n->attrs.i[1];
-  em_tensor *idx = OUT_(1), *g = go[0];
+  em_tensor *idx = OUT_(1);
   if (!n->attrs.i[0] && n->in_meta[0].ndim > 0) {
     idx = K(em_tensor_unsqueeze(idx, dim));
     g = K(em_tensor_unsqueeze(g, dim));
   }
   em_tensor *z = K(zeros_of_input(n, 0));
   SET(0, em_tensor_scatter(z, dim, idx, g));
-ok:
   DONE;
 }
 
 /* softmax: y (g - sum(g y)); log_softmax: g - exp(y) sum(g). attrs i[1] = dim. */
 BW(softmax) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   int64_t dim = n->attrs.i[1];
-  em_tensor *y = OUT_(0), *g = go[0];
+  em_tensor *y = OUT_(0);
   em_tensor *s = K(em_tensor_sum(K(em_tensor_mul(g, y)), 1, &dim, true, EM_DTYPE_UNDEFINED));
   SET(0, TO_IN(0, K(em_tensor_mul(y, K(em_tensor_sub(g, s))))));
-ok:
   DONE;
 }
 
 BW(log_softmax) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   int64_t dim = n->attrs.i[1];
-  em_tensor *y = OUT_(0), *g = go[0];
+  em_tensor *y = OUT_(0);
   em_tensor *s = K(em_tensor_sum(g, 1, &dim, true, EM_DTYPE_UNDEFINED));
   SET(0, TO_IN(0, K(em_tensor_sub(g, K(em_tensor_mul(K(em_tensor_exp(y)), s))))));
-ok:
   DONE;
 }
 
 /* cumsum: the reversed cumulative sum of g. attrs i[1] = dim. */
 BW(cumsum) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   int64_t dim = n->attrs.i[1];
-  em_tensor *f = K(em_tensor_flip(go[0], 1, &dim));
+  em_tensor *f = K(em_tensor_flip(g, 1, &dim));
   em_tensor *c = K(em_tensor_cumsum(f, (int)dim, EM_DTYPE_UNDEFINED));
   SET(0, TO_IN(0, K(em_tensor_flip(c, 1, &dim))));
-ok:
   DONE;
 }
 
-/* prod and cumprod: d/dx_k of a product is the product of the other
- * factors. Computed exactly (zeros included) in float64 on the host: for
- * each reduced group, prefix and suffix products. */
-typedef struct group_iter {
-  int ndim;
-  int64_t shape[EM_MAX_DIMS];
-  bool reduced[EM_MAX_DIMS];
-} group_iter;
-
-static em_status products_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi, bool cumulative) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+/* prod and cumprod (also here): d/dx_k of a product is the product of
+ * the other factors. Computed exactly (zeros included) in float64 on the
+ * host: for each reduced group, prefix and suffix products. */
+BW(prod) {
+  GRAD0_SCOPE(g);
+  bool cumulative = n->op == EM_OP_CUMPROD;
   em_tensor *x = IN(0);
   const em_ag_tmeta *m = &n->in_meta[0];
   /* move the reduced dims last: [outer..., group] */
@@ -790,7 +733,7 @@ static em_status products_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi
       perm[np++] = d;
       group *= m->shape[d];
     }
-  em_tensor *g = cumulative ? go[0] : K(expand_in(n, 0, K(unreduce(n, go[0]))));
+  if (!cumulative) g = K(unreduce_expand(n, g));
   em_tensor *xp = K(em_tensor_contiguous(K(em_tensor_to_dtype(K(em_tensor_permute(x, np, perm)), EM_FLOAT64))));
   em_tensor *gp = K(em_tensor_contiguous(K(em_tensor_to_dtype(K(em_tensor_permute(g, np, perm)), EM_FLOAT64))));
   em_tensor *rp = K(em_tensor_empty(xp->ndim, xp->shape, EM_FLOAT64));
@@ -824,11 +767,8 @@ static em_status products_bw(em_ag_node *n, em_tensor *const *go, em_tensor **gi
   em_tensor *back = K(em_tensor_permute(rp, np, inv));
   SET(0, em_tensor_to_dtype(back, (em_dtype)m->dtype));
   /* to_dtype returns back itself for float64: it is retained, fine */
-ok:
   DONE;
 }
-BW(prod) { return products_bw(n, go, gi, false); }
-BW(cumprod) { return products_bw(n, go, gi, true); }
 
 /* ---- linear algebra ------------------------------------------------------------------------------ */
 
@@ -851,172 +791,121 @@ static em_tensor *mm_as(em_tensor *x, em_tensor *y, const em_tensor *like) {
   return out;
 }
 
+/* mm and bmm, addmm and baddbmm (all here): x @ y gives g y^T and x^T g
+ * (per matrix for the batched ones); addmm(input, x, y) scales them by
+ * alpha f[1] and gives input beta f[0] g. */
 BW(mm) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
-  em_tensor *a = IN(0), *b = IN(1);
-  if (NEED(0)) SET(0, mm_as(g, K(em_tensor_t(b)), a));
-  if (NEED(1)) SET(1, mm_as(K(em_tensor_t(a)), g, b));
-ok:
-  DONE;
-}
-
-BW(bmm) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
-  if (NEED(0)) SET(0, em_tensor_bmm(g, K(em_tensor_transpose(IN(1), 1, 2))));
-  if (NEED(1)) SET(1, em_tensor_bmm(K(em_tensor_transpose(IN(0), 1, 2)), g));
-ok:
+  GRAD_SCOPE(g);
+  bool batched = n->op == EM_OP_BMM || n->op == EM_OP_BADDBMM;
+  int ix = 0;
+  if (n->op == EM_OP_ADDMM || n->op == EM_OP_BADDBMM) {
+    if (NEED(0)) SET(0, TO_IN(0, K(scaled(g, n->attrs.f[0]))));
+    g = K(scaled(g, n->attrs.f[1]));
+    ix = 1;
+  }
+  int iy = ix + 1;
+  if (batched) {
+    if (NEED(ix)) SET(ix, em_tensor_bmm(g, K(em_tensor_transpose(IN(iy), 1, 2))));
+    if (NEED(iy)) SET(iy, em_tensor_bmm(K(em_tensor_transpose(IN(ix), 1, 2)), g));
+  } else {
+    em_tensor *x = IN(ix), *y = IN(iy); /* both, for mm_as's layout */
+    if (NEED(ix)) SET(ix, mm_as(g, K(em_tensor_t(y)), x));
+    if (NEED(iy)) SET(iy, mm_as(K(em_tensor_t(x)), g, y));
+  }
   DONE;
 }
 
 BW(mv) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
+  GRAD_SCOPE(g);
   if (NEED(0)) SET(0, em_tensor_outer(g, IN(1)));
   if (NEED(1)) SET(1, em_tensor_mv(K(em_tensor_t(IN(0))), g));
-ok:
-  DONE;
-}
-
-BW(dot) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
-  if (NEED(0)) SET(0, em_tensor_mul(g, IN(1)));
-  if (NEED(1)) SET(1, em_tensor_mul(g, IN(0)));
-ok:
-  DONE;
-}
-
-/* addmm(input, m1, m2): beta g, alpha g m2^T, alpha m1^T g. f[0] beta, f[1] alpha. */
-BW(addmm) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
-  double beta = n->attrs.f[0], alpha = n->attrs.f[1];
-  if (NEED(0)) SET(0, TO_IN(0, beta == 1 ? g : K(mul_s(g, beta))));
-  em_tensor *ga = alpha == 1 ? g : K(mul_s(g, alpha));
-  em_tensor *m1 = IN(1), *m2 = IN(2);
-  if (NEED(1)) SET(1, mm_as(ga, K(em_tensor_t(m2)), m1));
-  if (NEED(2)) SET(2, mm_as(K(em_tensor_t(m1)), ga, m2));
-ok:
-  DONE;
-}
-
-BW(baddbmm) {
-  SCOPE;
-  em_tensor *g = go[0];
-  if (!g) goto ok;
-  double beta = n->attrs.f[0], alpha = n->attrs.f[1];
-  if (NEED(0)) SET(0, TO_IN(0, beta == 1 ? g : K(mul_s(g, beta))));
-  em_tensor *ga = alpha == 1 ? g : K(mul_s(g, alpha));
-  if (NEED(1)) SET(1, em_tensor_bmm(ga, K(em_tensor_transpose(IN(2), 1, 2))));
-  if (NEED(2)) SET(2, em_tensor_bmm(K(em_tensor_transpose(IN(1), 1, 2)), ga));
-ok:
   DONE;
 }
 
 /* ---- indexing --------------------------------------------------------------------------------
  * Layouts from core/ops_index.c: dims in i[0]; index tensors are inputs. */
 
+/* index_select and gather: g added back to the places it was read from */
 BW(index_select) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  em_tensor *z = K(zeros_of_input(n, 0));
-  if (em_tensor_index_add_(z, (int)n->attrs.i[0], IN(1), go[0], em_scalar_int(1))) goto fail_;
-  SET(0, em_tensor_retain(z));
-ok:
-  DONE;
-}
-
-BW(gather) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  em_tensor *z = K(zeros_of_input(n, 0));
-  if (em_tensor_scatter_add_(z, (int)n->attrs.i[0], IN(1), go[0])) goto fail_;
-  SET(0, em_tensor_retain(z));
-ok:
-  DONE;
-}
-
-/* scatter(t, index, src) and scatter_value(t, index): the overwritten
- * places give t no gradient; src gets the gradient gathered back. */
-BW(scatter) {
-  SCOPE;
-  if (!go[0]) goto ok;
+  GRAD0_SCOPE(g);
   int dim = (int)n->attrs.i[0];
-  if (NEED(0)) SET(0, em_tensor_scatter_value(go[0], dim, IN(1), em_scalar_int(0)));
-  if (n->nin > 2 && NEED(2)) SET(2, em_tensor_gather(go[0], dim, IN(1)));
-ok:
+  em_tensor *z = K(zeros_of_input(n, 0));
+  em_status st = n->op == EM_OP_GATHER ? em_tensor_scatter_add_(z, dim, IN(1), g)
+                                       : em_tensor_index_add_(z, dim, IN(1), g, em_scalar_int(1));
+  if (st) goto fail_;
+  SET(0, em_tensor_retain(z));
   DONE;
 }
 
-BW(scatter_add) {
-  SCOPE;
-  if (!go[0]) goto ok;
-  if (NEED(0)) SET(0, em_tensor_retain(go[0]));
-  if (NEED(2)) SET(2, em_tensor_gather(go[0], (int)n->attrs.i[0], IN(1)));
-ok:
+/* scatter(t, index, src), scatter_value(t, index) and scatter_add (all
+ * here): src gets the gradient gathered back; t keeps it all with
+ * scatter_add, none at the overwritten places otherwise. */
+BW(scatter) {
+  GRAD_SCOPE(g);
+  int dim = (int)n->attrs.i[0];
+  if (NEED(0))
+    SET(0, n->op == EM_OP_SCATTER_ADD ? em_tensor_retain(g)
+                                      : em_tensor_scatter_value(g, dim, IN(1), em_scalar_int(0)));
+  if (n->nin > 2 && NEED(2)) SET(2, em_tensor_gather(g, dim, IN(1)));
   DONE;
 }
 
 BW(index_add) {
-  SCOPE;
-  if (!go[0]) goto ok;
-  if (NEED(0)) SET(0, em_tensor_retain(go[0]));
+  GRAD_SCOPE(g);
+  if (NEED(0)) SET(0, em_tensor_retain(g));
   if (NEED(2)) {
-    em_tensor *sel = K(em_tensor_index_select(go[0], (int)n->attrs.i[0], IN(1)));
-    double alpha = em_scalar_to_double(n->attrs.s);
-    if (alpha != 1) sel = K(mul_s(sel, alpha));
+    em_tensor *sel = K(em_tensor_index_select(g, (int)n->attrs.i[0], IN(1)));
+    sel = K(scaled(sel, em_scalar_to_double(n->attrs.s)));
     SET(2, em_tensor_reshape(sel, n->in_meta[2].ndim, n->in_meta[2].shape));
   }
-ok:
   DONE;
 }
 
 BW(masked_fill) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
-  SET(0, TO_IN(0, K(em_tensor_masked_fill(go[0], IN(1), em_scalar_int(0)))));
-ok:
+  GRAD0_SCOPE(g);
+  SET(0, TO_IN(0, K(em_tensor_masked_fill(g, IN(1), em_scalar_int(0)))));
   DONE;
 }
 
 /* masked_select: the selected gradient values go back to the selected
  * places of the broadcast shape, summed to t's shape. */
 BW(masked_select) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   em_tensor *mask = IN(1);
   int nd;
   int64_t shape[EM_MAX_DIMS];
   const int ndims[2] = {n->in_meta[0].ndim, mask->ndim};
   const int64_t *shapes[2] = {n->in_meta[0].shape, mask->shape};
   if (em_broadcast_shapes(2, ndims, shapes, &nd, shape)) goto fail_;
-  em_tensor *z = K(em_tensor_zeros(nd, shape, (em_dtype)go[0]->dtype));
+  em_tensor *z = K(em_tensor_zeros(nd, shape, (em_dtype)g->dtype));
   em_tensor *m = K(em_tensor_expand(mask, nd, shape));
-  if (em_tensor_index_put_(z, 1, &m, go[0], true)) goto fail_;
+  if (em_tensor_index_put_(z, 1, &m, g, true)) goto fail_;
   SET(0, TO_IN(0, z));
-ok:
   DONE;
+}
+
+/* The ni index tensors of index / index_put, saved from input first on;
+ * NULL for the None slots (never saved). */
+static em_status saved_indices(em_ag_node *n, int first, int ni, em_tensor **idx) {
+  for (int k = 0; k < ni; k++) {
+    idx[k] = NULL;
+    if (!n->released && !n->saved[first + k].t) continue;
+    idx[k] = em__ag_saved_in(n, first + k);
+    if (!idx[k]) return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
+  }
+  return EM_OK;
 }
 
 /* index(t, i0, i1, ...): the gradient accumulates back through the same
  * indices (duplicates add up). */
 BW(index) {
-  SCOPE;
-  if (!go[0] || !NEED(0)) goto ok;
+  GRAD0_SCOPE(g);
   int ni = (int)n->attrs.i[0];
-  em_tensor *idx[EM_MAX_DIMS] = {0};
-  for (int k = 0; k < ni; k++) idx[k] = n->released || n->saved[k + 1].t ? IN(k + 1) : NULL;
+  em_tensor *idx[EM_MAX_DIMS];
+  if (saved_indices(n, 1, ni, idx)) goto fail_;
   em_tensor *z = K(zeros_of_input(n, 0));
-  if (em_tensor_index_put_(z, ni, idx, go[0], true)) goto fail_;
+  if (em_tensor_index_put_(z, ni, idx, g, true)) goto fail_;
   SET(0, em_tensor_retain(z));
-ok:
   DONE;
 }
 
@@ -1024,23 +913,21 @@ ok:
  * overwritten (everywhere with accumulate); values get the indexed
  * gradient summed to their shape. */
 BW(index_put) {
-  SCOPE;
-  if (!go[0]) goto ok;
+  GRAD_SCOPE(g);
   int ni = (int)n->attrs.i[0];
-  em_tensor *idx[EM_MAX_DIMS] = {0};
-  for (int k = 0; k < ni; k++) idx[k] = n->released || n->saved[k + 2].t ? IN(k + 2) : NULL;
+  em_tensor *idx[EM_MAX_DIMS];
+  if (saved_indices(n, 2, ni, idx)) goto fail_;
   if (NEED(0)) {
     if (n->attrs.i[1]) {
-      SET(0, em_tensor_retain(go[0]));
+      SET(0, em_tensor_retain(g));
     } else {
-      em_tensor *c = K(em_tensor_clone(go[0]));
-      em_tensor *zero = K(em_tensor_zeros(0, NULL, (em_dtype)go[0]->dtype));
+      em_tensor *c = K(em_tensor_clone(g));
+      em_tensor *zero = K(em_tensor_zeros(0, NULL, (em_dtype)g->dtype));
       if (em_tensor_index_put_(c, ni, idx, zero, false)) goto fail_;
       SET(0, em_tensor_retain(c));
     }
   }
-  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_index(go[0], ni, idx))));
-ok:
+  if (NEED(1)) SET(1, TO_IN(1, K(em_tensor_index(g, ni, idx))));
   DONE;
 }
 
@@ -1061,8 +948,8 @@ static void init_formulas(void) {
   set_f(EM_OP_VIEW, bw_view, 0, 0);
   set_f(EM_OP_PERMUTE, bw_permute, 0, 0);
   set_f(EM_OP_SLICE, bw_slice, 0, 0);
-  set_f(EM_OP_SELECT, bw_select, 0, 0);
-  set_f(EM_OP_EXPAND, bw_expand, 0, 0);
+  set_f(EM_OP_SELECT, bw_slice, 0, 0);
+  set_f(EM_OP_EXPAND, bw_identity, 0, 0);
   set_f(EM_OP_AS_STRIDED, bw_as_strided, 0, 0);
   set_f(EM_OP_CAT, bw_cat, 0, 0);
   set_f(EM_OP_FLIP, bw_flip, 0, 0);
@@ -1087,7 +974,7 @@ static void init_formulas(void) {
   set_f(EM_OP_UNARY_cos, bw_cos, B(0), 0);
   set_f(EM_OP_UNARY_tan, bw_tan, 0, B(0));
   set_f(EM_OP_UNARY_asin, bw_asin, B(0), 0);
-  set_f(EM_OP_UNARY_acos, bw_acos, B(0), 0);
+  set_f(EM_OP_UNARY_acos, bw_asin, B(0), 0);
   set_f(EM_OP_UNARY_atan, bw_atan, B(0), 0);
   set_f(EM_OP_UNARY_sinh, bw_sinh, B(0), 0);
   set_f(EM_OP_UNARY_cosh, bw_cosh, B(0), 0);
@@ -1118,10 +1005,10 @@ static void init_formulas(void) {
   set_f(EM_OP_BINARY_floor_divide, bw_zeros2, 0, 0);
   set_f(EM_OP_BINARY_trunc_divide, bw_zeros2, 0, 0);
   set_f(EM_OP_BINARY_remainder, bw_remainder, B(0) | B(1), 0);
-  set_f(EM_OP_BINARY_fmod, bw_fmod, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_fmod, bw_remainder, B(0) | B(1), 0);
   set_f(EM_OP_BINARY_pow, bw_pow, B(0) | B(1), B(0));
   set_f(EM_OP_BINARY_maximum, bw_maximum, B(0) | B(1), 0);
-  set_f(EM_OP_BINARY_minimum, bw_minimum, B(0) | B(1), 0);
+  set_f(EM_OP_BINARY_minimum, bw_maximum, B(0) | B(1), 0);
   set_f(EM_OP_BINARY_atan2, bw_atan2, B(0) | B(1), 0);
 
   set_f(EM_OP_WHERE, bw_where, B(0), 0);
@@ -1130,12 +1017,12 @@ static void init_formulas(void) {
   set_f(EM_OP_ADDCDIV, bw_addcdiv, B(1) | B(2), 0);
 
   set_f(EM_OP_SUM, bw_sum, 0, 0);
-  set_f(EM_OP_MEAN, bw_mean, 0, 0);
+  set_f(EM_OP_MEAN, bw_sum, 0, 0);
   set_f(EM_OP_PROD, bw_prod, B(0), 0);
   set_f(EM_OP_AMAX, bw_amax, B(0), B(0));
   set_f(EM_OP_AMIN, bw_amax, B(0), B(0));
   set_f(EM_OP_VAR, bw_var, B(0), 0);
-  set_f(EM_OP_STD, bw_std, B(0), B(0));
+  set_f(EM_OP_STD, bw_var, B(0), B(0));
   set_f(EM_OP_LOGSUMEXP, bw_logsumexp, B(0), B(0));
   set_f(EM_OP_NORM, bw_norm, B(0), B(0));
   set_f(EM_OP_MAX_DIM, bw_max_dim, 0, B(1));
@@ -1143,15 +1030,15 @@ static void init_formulas(void) {
   set_f(EM_OP_SOFTMAX, bw_softmax, 0, B(0));
   set_f(EM_OP_LOG_SOFTMAX, bw_log_softmax, 0, B(0));
   set_f(EM_OP_CUMSUM, bw_cumsum, 0, 0);
-  set_f(EM_OP_CUMPROD, bw_cumprod, B(0), 0);
+  set_f(EM_OP_CUMPROD, bw_prod, B(0), 0);
 
   set_f(EM_OP_BERNOULLI_P, bw_zero, 0, 0);
 
   set_f(EM_OP_INDEX_SELECT, bw_index_select, B(1), 0);
-  set_f(EM_OP_GATHER, bw_gather, B(1), 0);
+  set_f(EM_OP_GATHER, bw_index_select, B(1), 0);
   set_f(EM_OP_SCATTER, bw_scatter, B(1), 0);
   set_f(EM_OP_SCATTER_VALUE, bw_scatter, B(1), 0);
-  set_f(EM_OP_SCATTER_ADD, bw_scatter_add, B(1), 0);
+  set_f(EM_OP_SCATTER_ADD, bw_scatter, B(1), 0);
   set_f(EM_OP_INDEX_ADD, bw_index_add, B(1), 0);
   set_f(EM_OP_MASKED_FILL, bw_masked_fill, B(1), 0);
   set_f(EM_OP_MASKED_SELECT, bw_masked_select, B(1), 0);
@@ -1159,11 +1046,11 @@ static void init_formulas(void) {
   set_f(EM_OP_INDEX_PUT, bw_index_put, ~(B(0) | B(1)), 0);
 
   set_f(EM_OP_MM, bw_mm, B(0) | B(1), 0);
-  set_f(EM_OP_BMM, bw_bmm, B(0) | B(1), 0);
+  set_f(EM_OP_BMM, bw_mm, B(0) | B(1), 0);
   set_f(EM_OP_MV, bw_mv, B(0) | B(1), 0);
-  set_f(EM_OP_DOT, bw_dot, B(0) | B(1), 0);
-  set_f(EM_OP_ADDMM, bw_addmm, B(1) | B(2), 0);
-  set_f(EM_OP_BADDBMM, bw_baddbmm, B(1) | B(2), 0);
+  set_f(EM_OP_DOT, bw_mul, B(0) | B(1), 0);
+  set_f(EM_OP_ADDMM, bw_mm, B(1) | B(2), 0);
+  set_f(EM_OP_BADDBMM, bw_mm, B(1) | B(2), 0);
 }
 
 #include <pthread.h>
