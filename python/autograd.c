@@ -17,13 +17,23 @@
 
 static _Thread_local int engine_depth; /* > 0 while this thread is inside the engine */
 
-static int check_reentry(const char *what) {
-  if (engine_depth == 0) return 0;
-  PyErr_Format(PyExc_RuntimeError,
-               "%s: cannot run backward from inside a backward hook or Function.backward "
-               "(ember's engine is not reentrant)",
-               what);
-  return -1;
+/* Brackets a backward or grad call into the engine (run with the GIL
+ * released in between): enter refuses one from inside a callback. */
+static int engine_enter(const char *what) {
+  if (engine_depth > 0) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s: cannot run backward from inside a backward hook or Function.backward "
+                 "(ember's engine is not reentrant)",
+                 what);
+    return -1;
+  }
+  engine_depth++;
+  em_clear_interrupt();
+  return 0;
+}
+static int engine_leave(em_status st) {
+  engine_depth--;
+  return st ? emp_raise_status(st) : 0;
 }
 
 /* ---- tensor attributes ---------------------------------------------------------------------- */
@@ -137,28 +147,20 @@ static PyObject *m_detach_(PyObject *self, PyObject *unused) {
 
 /* Runs backward from roots with the GIL released. */
 static int run_backward(int n, em_tensor *const *roots, em_tensor *const *grads, bool retain) {
-  if (check_reentry("backward") < 0) return -1;
+  if (engine_enter("backward") < 0) return -1;
   em_status st;
-  engine_depth++;
-  em_clear_interrupt();
   Py_BEGIN_ALLOW_THREADS st = em_backward_multi(n, roots, grads, retain);
   Py_END_ALLOW_THREADS
-  engine_depth--;
-  if (st) return emp_raise_status(st);
-  return 0;
+  return engine_leave(st);
 }
 
 static int run_grad(int nout, em_tensor *const *outs, em_tensor *const *gouts, int nin,
                     em_tensor *const *ins, bool retain, bool allow_unused, em_tensor **res) {
-  if (check_reentry("grad") < 0) return -1;
+  if (engine_enter("grad") < 0) return -1;
   em_status st;
-  engine_depth++;
-  em_clear_interrupt();
   Py_BEGIN_ALLOW_THREADS st = em_ag_grad(nout, outs, gouts, nin, ins, retain, allow_unused, res);
   Py_END_ALLOW_THREADS
-  engine_depth--;
-  if (st) return emp_raise_status(st);
-  return 0;
+  return engine_leave(st);
 }
 
 /* Accumulates grads[i] into inputs[i].grad (backward(inputs=...)). */
@@ -219,21 +221,26 @@ static int tensor_list(PyObject *o, const char *fname, const char *arg, em_tenso
   return 0;
 }
 
+/* An optional bool argument: absent or None leaves *out as it is. */
+static int opt_bool(PyObject *o, const char *fn, const char *arg, bool *out) {
+  return o && o != Py_None ? emp_arg_bool(o, fn, arg, out) : 0;
+}
+
+static PyObject *no_create_graph(const char *fn) {
+  PyErr_Format(PyExc_NotImplementedError,
+               "%s: create_graph=True (higher-order gradients) is not supported by ember", fn);
+  return NULL;
+}
+
 #define MAX_ROOTS 1024
 
 /* _backward(tensors, grad_tensors=None, retain_graph=False, inputs=None) */
 static PyObject *backward_impl(PyObject *tensors, PyObject *grads, PyObject *retain,
                                PyObject *create, PyObject *inputs) {
   bool retain_graph = false, create_graph = false;
-  if (create && create != Py_None && emp_arg_bool(create, "backward", "create_graph", &create_graph) < 0)
-    return NULL;
-  if (create_graph) {
-    PyErr_SetString(PyExc_NotImplementedError,
-                    "backward: create_graph=True (higher-order gradients) is not supported by ember");
-    return NULL;
-  }
-  if (retain && retain != Py_None && emp_arg_bool(retain, "backward", "retain_graph", &retain_graph) < 0)
-    return NULL;
+  if (opt_bool(create, "backward", "create_graph", &create_graph) < 0) return NULL;
+  if (create_graph) return no_create_graph("backward");
+  if (opt_bool(retain, "backward", "retain_graph", &retain_graph) < 0) return NULL;
   static em_tensor *roots_buf[MAX_ROOTS];
   em_tensor **roots = PyMem_Calloc(MAX_ROOTS, sizeof *roots), **gs = PyMem_Calloc(MAX_ROOTS, sizeof *gs);
   (void)roots_buf;
@@ -299,16 +306,12 @@ static PyObject *f_grad(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, 
   PyObject *a[7];
   if (emp_parse("grad", names, 2, args, nargs, kw, a) < 0) return NULL;
   bool retain = false, create = false, allow_unused = false;
-  if ((a[4] && a[4] != Py_None && emp_arg_bool(a[4], "grad", "create_graph", &create) < 0) ||
-      (a[6] && a[6] != Py_None && emp_arg_bool(a[6], "grad", "allow_unused", &allow_unused) < 0))
+  if (opt_bool(a[4], "grad", "create_graph", &create) < 0 ||
+      opt_bool(a[6], "grad", "allow_unused", &allow_unused) < 0)
     return NULL;
-  if (create) {
-    PyErr_SetString(PyExc_NotImplementedError,
-                    "grad: create_graph=True (higher-order gradients) is not supported by ember");
-    return NULL;
-  }
+  if (create) return no_create_graph("grad");
   retain = create;
-  if (a[3] && a[3] != Py_None && emp_arg_bool(a[3], "grad", "retain_graph", &retain) < 0) return NULL;
+  if (opt_bool(a[3], "grad", "retain_graph", &retain) < 0) return NULL;
   em_tensor **outs = PyMem_Calloc(MAX_ROOTS, sizeof *outs), **gouts = PyMem_Calloc(MAX_ROOTS, sizeof *gouts),
             **ins = PyMem_Calloc(MAX_ROOTS, sizeof *ins), **res = PyMem_Calloc(MAX_ROOTS, sizeof *res);
   PyObject *tup = NULL;
@@ -359,16 +362,19 @@ static void pyobj_free(void *ctx) {
   }
 }
 
-static em_status tensor_hook(em_tensor *grad, em_tensor **replacement, void *ctx) {
+/* Calls the Python hook ctx with t. A gradient hook (replacement non-NULL)
+ * may return a Tensor to use instead of t; a post-accumulate hook's result
+ * is ignored. */
+static em_status tensor_hook(em_tensor *t, em_tensor **replacement, void *ctx) {
   PyGILState_STATE g;
   if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "hook: the interpreter is finalizing");
   em_status st = EM_OK;
-  PyObject *go = emp_wrap_borrowed(grad);
-  PyObject *r = go ? PyObject_CallOneArg((PyObject *)ctx, go) : NULL;
-  Py_XDECREF(go);
+  PyObject *to = emp_wrap_borrowed(t);
+  PyObject *r = to ? PyObject_CallOneArg((PyObject *)ctx, to) : NULL;
+  Py_XDECREF(to);
   if (!r) {
     st = emp_park_exception();
-  } else if (r != Py_None) {
+  } else if (replacement && r != Py_None) {
     if (!emp_is_tensor(r)) {
       PyErr_Format(PyExc_TypeError, "hook must return None or a Tensor, got %s", Py_TYPE(r)->tp_name);
       st = emp_park_exception();
@@ -381,18 +387,7 @@ static em_status tensor_hook(em_tensor *grad, em_tensor **replacement, void *ctx
   return st;
 }
 
-static em_status post_acc_hook(em_tensor *leaf, void *ctx) {
-  PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "hook: the interpreter is finalizing");
-  em_status st = EM_OK;
-  PyObject *lo = emp_wrap_borrowed(leaf);
-  PyObject *r = lo ? PyObject_CallOneArg((PyObject *)ctx, lo) : NULL;
-  Py_XDECREF(lo);
-  if (!r) st = emp_park_exception();
-  Py_XDECREF(r);
-  emp_gil_leave(g);
-  return st;
-}
+static em_status post_acc_hook(em_tensor *leaf, void *ctx) { return tensor_hook(leaf, NULL, ctx); }
 
 typedef struct EmHookHandle {
   PyObject_HEAD
@@ -791,26 +786,23 @@ static PyObject *f_function_apply(PyObject *mod, PyObject *const *args, Py_ssize
   if (!f) return PyErr_NoMemory();
   f->tensor_pos = PyMem_RawCalloc((size_t)na + 1, sizeof *f->tensor_pos);
   EmFunctionCtx *ctx = PyObject_GC_New(EmFunctionCtx, &EmFunctionCtx_Type);
-  if (!f->tensor_pos || !ctx) {
-    PyMem_RawFree(f->tensor_pos);
-    PyMem_RawFree(f);
-    Py_XDECREF(ctx);
-    return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+  if (ctx) {
+    ctx->dict = NULL;
+    ctx->ag = NULL;
+    ctx->non_diff = NULL;
+    ctx->materialize = true;
+    ctx->saved_called = false;
+    ctx->needs_input_grad = PyTuple_New(na);
+    PyObject_GC_Track(ctx);
   }
-  ctx->dict = NULL;
-  ctx->ag = NULL;
-  ctx->non_diff = NULL;
-  ctx->materialize = true;
-  ctx->saved_called = false;
-  ctx->needs_input_grad = PyTuple_New(na);
-  PyObject_GC_Track(ctx);
+  if (!f->tensor_pos || !ctx) {
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    goto fail;
+  }
   em_tensor *in[256];
   if (na > 256) {
     PyErr_SetString(PyExc_ValueError, "Function.apply: at most 256 arguments");
-    Py_DECREF(ctx);
-    PyMem_RawFree(f->tensor_pos);
-    PyMem_RawFree(f);
-    return NULL;
+    goto fail;
   }
   bool grad_on = em_is_grad_enabled();
   int nin = 0;
@@ -824,12 +816,7 @@ static PyObject *f_function_apply(PyObject *mod, PyObject *const *args, Py_ssize
     }
     if (ctx->needs_input_grad) PyTuple_SET_ITEM(ctx->needs_input_grad, i, PyBool_FromLong(needs));
   }
-  if (!ctx->needs_input_grad) {
-    Py_DECREF(ctx);
-    PyMem_RawFree(f->tensor_pos);
-    PyMem_RawFree(f);
-    return NULL;
-  }
+  if (!ctx->needs_input_grad) goto fail;
   PyObject *qn = PyObject_GetAttrString(cls, "__name__");
   const char *cname = qn && PyUnicode_Check(qn) ? PyUnicode_AsUTF8(qn) : NULL;
   snprintf(f->name, sizeof f->name, "%sBackward", cname ? cname : "Function");
@@ -884,6 +871,11 @@ static PyObject *f_function_apply(PyObject *mod, PyObject *const *args, Py_ssize
   Py_XDECREF(r);
   for (int j = 0; j < nout; j++) em_tensor_release(out[j]);
   PyErr_SetString(PyExc_RuntimeError, "Function.apply: lost the forward result");
+  return NULL;
+fail: /* before f is handed to the engine */
+  Py_XDECREF(ctx);
+  PyMem_RawFree(f->tensor_pos);
+  PyMem_RawFree(f);
   return NULL;
 }
 

@@ -98,43 +98,85 @@ static em_status py_error(void) {
   return st;
 }
 
-/* ---- _Dataset --------------------------------------------------------------------------------- */
+/* Takes the GIL for a callback; false, with the em error set, once Python
+ * is finalizing (then leave Python alone). */
+static bool gil_enter(PyGILState_STATE *g) {
+  if (emp_gil_enter(g)) return true;
+  em_set_error(EM_ERR_STATE, "Python is finalizing");
+  return false;
+}
 
+/* Drops a reference from a callback; a finalizing Python keeps it. */
+static void drop_ref(PyObject *o) {
+  PyGILState_STATE g;
+  if (!emp_gil_enter(&g)) return;
+  Py_XDECREF(o);
+  emp_gil_leave(g);
+}
+
+/* ---- _Dataset and _Sampler ---------------------------------------------------------- */
+
+/* Both hold one reference to their C object and the Python objects that
+ * object borrows (keep: generators and samplers, or NULL); the Python type
+ * says which C type h is. */
 typedef struct {
   PyObject_HEAD
-  em_dl_dataset *d;
-  PyObject *keep; /* Python objects the C dataset depends on (or NULL) */
-} DsObject;
+  union {
+    void *h;
+    em_dl_dataset *d;
+    em_dl_sampler *s;
+  };
+  PyObject *keep;
+} HandleObject;
+typedef HandleObject DsObject, SamplerObject;
 
-static PyObject *ds_wrap(em_dl_dataset *d, PyObject *keep) {
-  if (!d) return emp_raise();
-  DsObject *o = PyObject_New(DsObject, &Ds_Type);
+static void handle_release(PyTypeObject *tp, void *h) {
+  if (tp == &Ds_Type) em_dl_dataset_release(h);
+  else em_dl_sampler_release(h);
+}
+
+/* A new tp object owning h, a C object just created (NULL: raises its
+ * error); h is released when Python has no memory for the object. */
+static PyObject *handle_wrap(PyTypeObject *tp, void *h, PyObject *keep) {
+  if (!h) return emp_raise();
+  HandleObject *o = PyObject_New(HandleObject, tp);
   if (!o) {
-    em_dl_dataset_release(d);
+    handle_release(tp, h);
     return NULL;
   }
-  o->d = d;
+  o->h = h;
   o->keep = Py_XNewRef(keep);
   return (PyObject *)o;
 }
+static PyObject *ds_wrap(em_dl_dataset *d) { return handle_wrap(&Ds_Type, d, NULL); }
+static PyObject *sampler_wrap(em_dl_sampler *s, PyObject *keep) {
+  return handle_wrap(&Sampler_Type, s, keep);
+}
 
+/* The C object of o, which must be exactly a tp (borrowed); NULL with a
+ * TypeError otherwise. */
+static void *handle_arg(PyObject *o, PyTypeObject *tp) {
+  if (Py_TYPE(o) == tp) return ((HandleObject *)o)->h;
+  PyErr_Format(PyExc_TypeError, "expected an %s, not %s", tp->tp_name, Py_TYPE(o)->tp_name);
+  return NULL;
+}
 static int arg_ds(PyObject *o, em_dl_dataset **d) {
-  if (Py_TYPE(o) != &Ds_Type) {
-    PyErr_Format(PyExc_TypeError, "expected an ember._C._Dataset, not %s", Py_TYPE(o)->tp_name);
-    return -1;
-  }
-  *d = ((DsObject *)o)->d;
-  return 0;
+  return (*d = handle_arg(o, &Ds_Type)) ? 0 : -1;
+}
+static int arg_sampler(PyObject *o, em_dl_sampler **s) {
+  return (*s = handle_arg(o, &Sampler_Type)) ? 0 : -1;
 }
 
-static void ds_dealloc(PyObject *s) {
-  DsObject *o = (DsObject *)s;
-  em_dl_dataset *d = o->d;
-  o->d = NULL;
-  em_dl_dataset_release(d);
+static void handle_dealloc(PyObject *self) {
+  HandleObject *o = (HandleObject *)self;
+  void *h = o->h;
+  o->h = NULL;
+  handle_release(Py_TYPE(self), h);
   Py_XDECREF(o->keep);
-  PyObject_Free(s);
+  PyObject_Free(self);
 }
+
+/* ---- _Dataset ------------------------------------------------------------------------ */
 
 static Py_ssize_t ds_len(PyObject *s) {
   int64_t n = em_dl_dataset_len(((DsObject *)s)->d);
@@ -142,10 +184,11 @@ static Py_ssize_t ds_len(PyObject *s) {
   return (Py_ssize_t)n;
 }
 
-static PyObject *sample_tuple(em_dl_sample *smp) {
-  PyObject *t = PyTuple_New(smp->n);
-  for (int i = 0; t && i < smp->n; i++) {
-    PyObject *x = emp_wrap_borrowed(smp->t[i]);
+/* A sample's or a batch's tensors as a tuple (borrowed: they stay the C side's too) */
+static PyObject *tensor_tuple(int n, em_tensor *const *ts) {
+  PyObject *t = PyTuple_New(n);
+  for (int i = 0; t && i < n; i++) {
+    PyObject *x = emp_wrap_borrowed(ts[i]);
     if (!x) Py_CLEAR(t);
     else PyTuple_SET_ITEM(t, i, x);
   }
@@ -158,7 +201,7 @@ static PyObject *ds_get(PyObject *s, PyObject *arg) {
   if (emp_arg_int(arg, "Dataset.__getitem__", "index", &i) < 0) return NULL;
   em_dl_sample smp = {0};
   if (em_dl_dataset_get(((DsObject *)s)->d, i, &smp)) return emp_raise();
-  PyObject *t = sample_tuple(&smp);
+  PyObject *t = tensor_tuple(smp.n, smp.t);
   em_dl_sample_release(&smp);
   return t;
 }
@@ -185,7 +228,7 @@ static PyTypeObject Ds_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ember._C._Dataset",
     .tp_basicsize = sizeof(DsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_dealloc = ds_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_as_sequence = &ds_seq,
     .tp_methods = ds_methods,
     .tp_getset = ds_getset,
@@ -200,58 +243,70 @@ static PyObject *f_tensor_dataset(PyObject *mod, PyObject *args) {
   em_tensor *ts[EM_DL_MAX_FIELDS];
   for (Py_ssize_t i = 0; i < n; i++)
     if (emp_arg_tensor(PyTuple_GET_ITEM(args, i), "TensorDataset", "tensors", &ts[i]) < 0) return NULL;
-  return ds_wrap(em_dl_tensor_dataset_create((int)n, ts), NULL);
+  return ds_wrap(em_dl_tensor_dataset_create((int)n, ts));
+}
+
+/* Converts one item of a sequence argument (see seq_array) into *out. */
+typedef int (*item_fn)(PyObject *o, const char *fn, const char *arg, void *out);
+static int item_int(PyObject *o, const char *fn, const char *arg, void *out) {
+  return emp_arg_int(o, fn, arg, out);
+}
+static int item_double(PyObject *o, const char *fn, const char *arg, void *out) {
+  return emp_arg_double(o, fn, arg, out);
+}
+static int item_tensor(PyObject *o, const char *fn, const char *arg, void *out) {
+  return emp_arg_tensor(o, fn, arg, out);
+}
+static int item_ds(PyObject *o, const char *fn, const char *arg, void *out) {
+  return arg_ds(o, out);
+}
+
+/* The items of seq (a list or tuple, as from PySequence_Fast) converted by
+ * conv into a PyMem array of size-byte slots, one spare so that an empty
+ * sequence still allocates; NULL with the exception set. Tensors and
+ * datasets in it are borrowed from seq: keep seq while using the array. */
+static void *seq_array(PyObject *seq, size_t size, item_fn conv, const char *fn, const char *arg) {
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  char *a = PyMem_Malloc(size * (size_t)(n + 1));
+  if (!a) return PyErr_NoMemory();
+  for (Py_ssize_t i = 0; i < n; i++)
+    if (conv(PySequence_Fast_GET_ITEM(seq, i), fn, arg, a + size * (size_t)i) < 0) {
+      PyMem_Free(a);
+      return NULL;
+    }
+  return a;
 }
 
 /* An int64 array from a sequence of ints (PyMem). */
-static int int_array(PyObject *o, const char *fn, int64_t **out, int64_t *n) {
+static int64_t *int_array(PyObject *o, const char *fn, Py_ssize_t *n) {
   PyObject *seq = PySequence_Fast(o, "expected a sequence of ints");
-  if (!seq) return -1;
-  Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
-  *out = PyMem_Malloc(sizeof **out * (size_t)(len + 1));
-  if (!*out) {
-    Py_DECREF(seq);
-    PyErr_NoMemory();
-    return -1;
-  }
-  for (Py_ssize_t i = 0; i < len; i++)
-    if (emp_arg_int(PySequence_Fast_GET_ITEM(seq, i), fn, "indices", &(*out)[i]) < 0) {
-      PyMem_Free(*out);
-      Py_DECREF(seq);
-      return -1;
-    }
-  *n = len;
+  if (!seq) return NULL;
+  *n = PySequence_Fast_GET_SIZE(seq);
+  int64_t *a = seq_array(seq, sizeof *a, item_int, fn, "indices");
   Py_DECREF(seq);
-  return 0;
+  return a;
 }
 
 static PyObject *f_subset(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
   em_dl_dataset *d;
-  int64_t *idx, n;
+  Py_ssize_t n;
   if (nargs != 2 || arg_ds(args[0], &d) < 0) {
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_dl_subset(dataset, indices)");
     return NULL;
   }
-  if (int_array(args[1], "Subset", &idx, &n) < 0) return NULL;
+  int64_t *idx = int_array(args[1], "Subset", &n);
+  if (!idx) return NULL;
   em_dl_dataset *r = em_dl_subset_create(d, n, idx);
   PyMem_Free(idx);
-  return ds_wrap(r, NULL);
+  return ds_wrap(r);
 }
 
 static PyObject *f_concat(PyObject *mod, PyObject *arg) {
   PyObject *seq = PySequence_Fast(arg, "ConcatDataset: expected a sequence of datasets");
   if (!seq) return NULL;
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  em_dl_dataset **ds = PyMem_Malloc(sizeof *ds * (size_t)(n + 1));
-  PyObject *r = NULL;
-  if (!ds) {
-    PyErr_NoMemory();
-    goto done;
-  }
-  for (Py_ssize_t i = 0; i < n; i++)
-    if (arg_ds(PySequence_Fast_GET_ITEM(seq, i), &ds[i]) < 0) goto done;
-  r = ds_wrap(em_dl_concat_dataset_create((int)n, ds), NULL);
-done:
+  int n = (int)PySequence_Fast_GET_SIZE(seq);
+  em_dl_dataset **ds = seq_array(seq, sizeof *ds, item_ds, NULL, NULL);
+  PyObject *r = ds ? ds_wrap(em_dl_concat_dataset_create(n, ds)) : NULL;
   PyMem_Free(ds);
   Py_DECREF(seq);
   return r;
@@ -273,7 +328,7 @@ static PyObject *f_mnist(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
   const char *root = PyBytes_AS_STRING(pb);
   Py_BEGIN_ALLOW_THREADS d = em_dl_mnist_create(root, train);
   Py_END_ALLOW_THREADS Py_DECREF(pb);
-  return ds_wrap(d, NULL);
+  return ds_wrap(d);
 }
 
 /* ---- Python datasets behind callbacks ---------------------------------------------------------- */
@@ -287,7 +342,7 @@ typedef struct pyds {
 static int64_t pyds_len(void *ctx) {
   pyds *p = ctx;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing"), -1;
+  if (!gil_enter(&g)) return -1;
   Py_ssize_t n = PyObject_Size(p->obj);
   if (n < 0) py_error();
   emp_gil_leave(g);
@@ -306,7 +361,7 @@ static em_status stash_put(pyds *p, PyObject *item, em_dl_sample *out) {
 static em_status pyds_get(void *ctx, int64_t index, em_dl_sample *out) {
   pyds *p = ctx;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   em_status st;
   PyObject *key = PyLong_FromLongLong(index);
   PyObject *item = key ? PyObject_GetItem(p->obj, key) : NULL;
@@ -320,7 +375,7 @@ static em_status pyds_get(void *ctx, int64_t index, em_dl_sample *out) {
 static em_status pyds_iter_begin(void *ctx, const em_dl_worker_info *info, void **state) {
   pyds *p = ctx;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   PyObject *it = PyObject_GetIter(p->obj);
   em_status st = it ? EM_OK : py_error();
   *state = it;
@@ -331,7 +386,7 @@ static em_status pyds_iter_begin(void *ctx, const em_dl_worker_info *info, void 
 static em_status pyds_iter_next(void *ctx, void *state, em_dl_sample *out, bool *done) {
   pyds *p = ctx;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   em_status st = EM_OK;
   PyObject *item = PyIter_Next((PyObject *)state);
   if (item) st = stash_put(p, item, out);
@@ -342,21 +397,12 @@ static em_status pyds_iter_next(void *ctx, void *state, em_dl_sample *out, bool 
   return st;
 }
 
-static void pyds_iter_end(void *ctx, void *state) {
-  PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return;
-  Py_XDECREF((PyObject *)state);
-  emp_gil_leave(g);
-}
+static void pyds_iter_end(void *ctx, void *state) { drop_ref(state); }
 
 static void pyds_destroy(void *ctx) {
   pyds *p = ctx;
-  PyGILState_STATE g;
-  if (emp_gil_enter(&g)) {
-    Py_XDECREF(p->obj);
-    Py_XDECREF(p->stash);
-    emp_gil_leave(g);
-  }
+  drop_ref(p->obj);
+  drop_ref(p->stash);
   free(p);
 }
 
@@ -389,56 +435,28 @@ static PyObject *f_python_dataset(PyObject *mod, PyObject *const *args, Py_ssize
     pyds_destroy(p);
     return emp_raise();
   }
-  return ds_wrap(d, NULL);
+  return ds_wrap(d);
 }
 
 /* ---- _Sampler ------------------------------------------------------------------------------------- */
 
-typedef struct {
-  PyObject_HEAD
-  em_dl_sampler *s;
-  PyObject *keep; /* generators and samplers the C sampler borrows */
-} SamplerObject;
-
-static PyObject *sampler_wrap(em_dl_sampler *s, PyObject *keep) {
-  if (!s) return emp_raise();
-  SamplerObject *o = PyObject_New(SamplerObject, &Sampler_Type);
-  if (!o) {
-    em_dl_sampler_release(s);
-    return NULL;
-  }
-  o->s = s;
-  o->keep = Py_XNewRef(keep);
-  return (PyObject *)o;
-}
-
-static int arg_sampler(PyObject *o, em_dl_sampler **s) {
-  if (Py_TYPE(o) != &Sampler_Type) {
-    PyErr_Format(PyExc_TypeError, "expected an ember._C._Sampler, not %s", Py_TYPE(o)->tp_name);
-    return -1;
-  }
-  *s = ((SamplerObject *)o)->s;
-  return 0;
-}
-
-static void sampler_dealloc(PyObject *self) {
-  SamplerObject *o = (SamplerObject *)self;
-  em_dl_sampler_release(o->s);
-  Py_XDECREF(o->keep);
-  PyObject_Free(self);
+/* A negative length from a sampler or loader is an error (a Python one a
+ * callback raised, or an em one) or, with neither, "no len()": true then. */
+static bool len_missing(void) {
+  if (PyErr_Occurred()) return false;
+  if (!em_last_status()) return true;
+  emp_raise_status(em_last_status());
+  return false;
 }
 
 static Py_ssize_t sampler_len(PyObject *self) {
   em_dl_sampler *s = ((SamplerObject *)self)->s;
   em_clear_error();
   int64_t n = em_dl_sampler_len(s);
-  if (n < 0) {
-    if (PyErr_Occurred()) return -1;
-    if (em_last_status()) return emp_raise_status(em_last_status());
+  if (n >= 0) return (Py_ssize_t)n;
+  if (len_missing())
     PyErr_Format(PyExc_TypeError, "object of type '%s' has no len()", em_dl_sampler_name(s));
-    return -1;
-  }
-  return (Py_ssize_t)n;
+  return -1;
 }
 
 static PyObject *sampler_set_epoch(PyObject *self, PyObject *arg) {
@@ -530,7 +548,7 @@ static PyTypeObject Sampler_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ember._C._Sampler",
     .tp_basicsize = sizeof(SamplerObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_dealloc = sampler_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_as_sequence = &sampler_seq,
     .tp_iter = sampler_iter,
     .tp_methods = sampler_methods,
@@ -565,11 +583,12 @@ static PyObject *f_sampler_random(PyObject *mod, PyObject *const *args, Py_ssize
 }
 
 static PyObject *f_sampler_subset_random(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-  int64_t *idx, n;
+  Py_ssize_t n;
   em_generator *g;
   if (nargs != 2) return emp_raise_fmt(EM_ERR_INVALID, "_dl_sampler_subset_random takes 2 arguments");
   if (gen_arg(args[1], "SubsetRandomSampler", &g) < 0) return NULL;
-  if (int_array(args[0], "SubsetRandomSampler", &idx, &n) < 0) return NULL;
+  int64_t *idx = int_array(args[0], "SubsetRandomSampler", &n);
+  if (!idx) return NULL;
   em_dl_sampler *s = em_dl_subset_random_sampler_create(n, idx, g);
   PyMem_Free(idx);
   return sampler_wrap(s, args[1]);
@@ -588,18 +607,11 @@ static PyObject *f_sampler_weighted(PyObject *mod, PyObject *const *args, Py_ssi
   PyObject *seq = PySequence_Fast(args[0], "weights must be a sequence of numbers");
   if (!seq) return NULL;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  double *w = PyMem_Malloc(sizeof *w * (size_t)(n + 1));
-  PyObject *r = NULL;
-  if (!w) {
-    PyErr_NoMemory();
-    goto done;
-  }
-  for (Py_ssize_t i = 0; i < n; i++)
-    if (emp_arg_double(PySequence_Fast_GET_ITEM(seq, i), fn, "weights", &w[i]) < 0) goto done;
-  r = sampler_wrap(em_dl_weighted_random_sampler_create(n, w, ns, repl, g), args[3]);
-done:
-  PyMem_Free(w);
+  double *w = seq_array(seq, sizeof *w, item_double, fn, "weights");
   Py_DECREF(seq);
+  if (!w) return NULL;
+  PyObject *r = sampler_wrap(em_dl_weighted_random_sampler_create(n, w, ns, repl, g), args[3]);
+  PyMem_Free(w);
   return r;
 }
 
@@ -654,7 +666,7 @@ static int64_t pys_len(void *ctx) {
 static em_status pys_begin(void *ctx, void **state) {
   pysampler *p = ctx;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   em_status st = EM_OK;
   pysampler_state *s = calloc(1, sizeof *s);
   if (!s) st = em_set_error(EM_ERR_NOMEM, "sampler: out of memory");
@@ -668,7 +680,12 @@ static em_status pys_begin(void *ctx, void **state) {
   return st;
 }
 
-static em_status buf_put(pysampler_state *s, int64_t k, int64_t v) {
+/* Stores the index o (any object with __index__) at position k of the buffer. */
+static em_status buf_put(pysampler_state *s, int64_t k, PyObject *o) {
+  PyObject *i = PyNumber_Index(o);
+  long long v = i ? PyLong_AsLongLong(i) : -1;
+  Py_XDECREF(i);
+  if (v == -1 && PyErr_Occurred()) return py_error();
   if (k >= s->cap) {
     int64_t nc = s->cap ? s->cap * 2 : 256;
     int64_t *nb = realloc(s->buf, sizeof *nb * (size_t)nc);
@@ -680,30 +697,18 @@ static em_status buf_put(pysampler_state *s, int64_t k, int64_t v) {
   return EM_OK;
 }
 
-static int index_of(PyObject *o, int64_t *v) {
-  PyObject *i = PyNumber_Index(o);
-  if (!i) return -1;
-  long long x = PyLong_AsLongLong(i);
-  Py_DECREF(i);
-  if (x == -1 && PyErr_Occurred()) return -1;
-  *v = x;
-  return 0;
-}
-
 static em_status pys_next(void *ctx, void *state, const int64_t **idx, int64_t *n) {
   pysampler *p = ctx;
   pysampler_state *s = state;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   em_status st = EM_OK;
   int64_t k = 0;
   if (!p->is_batch) {
     for (; k < 256 && !st; k++) {
       PyObject *v = PyIter_Next(s->it);
       if (!v) break;
-      int64_t x;
-      if (index_of(v, &x) < 0) st = py_error();
-      else st = buf_put(s, k, x);
+      st = buf_put(s, k, v);
       Py_DECREF(v);
     }
     if (!st && PyErr_Occurred()) st = py_error();
@@ -712,11 +717,8 @@ static em_status pys_next(void *ctx, void *state, const int64_t **idx, int64_t *
     if (b) {
       PyObject *seq = PySequence_Fast(b, "a batch sampler must yield sequences of indices");
       if (!seq) st = py_error();
-      for (Py_ssize_t i = 0; seq && !st && i < PySequence_Fast_GET_SIZE(seq); i++) {
-        int64_t x;
-        if (index_of(PySequence_Fast_GET_ITEM(seq, i), &x) < 0) st = py_error();
-        else st = buf_put(s, k++, x);
-      }
+      for (Py_ssize_t i = 0; seq && !st && i < PySequence_Fast_GET_SIZE(seq); i++)
+        st = buf_put(s, k++, PySequence_Fast_GET_ITEM(seq, i));
       Py_XDECREF(seq);
       Py_DECREF(b);
       if (!st && k == 0) st = em_set_error(EM_ERR_INVALID, "batch sampler yielded an empty batch");
@@ -733,22 +735,14 @@ static em_status pys_next(void *ctx, void *state, const int64_t **idx, int64_t *
 static void pys_end(void *ctx, void *state) {
   pysampler_state *s = state;
   if (!s) return;
-  PyGILState_STATE g;
-  if (emp_gil_enter(&g)) {
-    Py_XDECREF(s->it);
-    emp_gil_leave(g);
-  }
+  drop_ref(s->it);
   free(s->buf);
   free(s);
 }
 
 static void pys_destroy(void *ctx) {
   pysampler *p = ctx;
-  PyGILState_STATE g;
-  if (emp_gil_enter(&g)) {
-    Py_XDECREF(p->obj);
-    emp_gil_leave(g);
-  }
+  drop_ref(p->obj);
   free(p);
 }
 
@@ -785,7 +779,7 @@ typedef struct pycollate {
 static em_status py_collate(void *ctx, int n, em_dl_sample *samples, em_dl_batch_builder *b) {
   pycollate *c = ctx;
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   em_status st = EM_OK;
   pyds *p = c->ds ? em_dl_dataset_ctx(((DsObject *)c->ds)->d) : NULL;
   PyObject *items = PyList_New(n), *batch = NULL, *packed = NULL;
@@ -810,7 +804,7 @@ static em_status py_collate(void *ctx, int n, em_dl_sample *samples, em_dl_batch
         goto pyfail;
       }
     } else {
-      item = sample_tuple(&samples[i]);
+      item = tensor_tuple(samples[i].n, samples[i].t);
       if (!item) goto pyfail;
     }
     PyList_SET_ITEM(items, i, item);
@@ -863,7 +857,7 @@ done:
 
 static em_status py_worker_init(void *ctx, int worker_id) {
   PyGILState_STATE g;
-  if (!emp_gil_enter(&g)) return em_set_error(EM_ERR_STATE, "Python is finalizing");
+  if (!gil_enter(&g)) return em_last_status();
   PyObject *id = PyLong_FromLong(worker_id);
   PyObject *r = id ? PyObject_CallOneArg((PyObject *)ctx, id) : NULL;
   Py_XDECREF(id);
@@ -892,14 +886,9 @@ static PyObject *f_stack(PyObject *mod, PyObject *arg) {
   PyObject *seq = PySequence_Fast(arg, "stack: expected a sequence of tensors");
   if (!seq) return NULL;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  em_tensor **ts = PyMem_Malloc(sizeof *ts * (size_t)(n + 1));
+  em_tensor **ts = seq_array(seq, sizeof *ts, item_tensor, "stack", "tensors");
   PyObject *ret = NULL;
-  if (!ts) {
-    PyErr_NoMemory();
-    goto done;
-  }
-  for (Py_ssize_t i = 0; i < n; i++)
-    if (emp_arg_tensor(PySequence_Fast_GET_ITEM(seq, i), "stack", "tensors", &ts[i]) < 0) goto done;
+  if (!ts) goto done;
   bool same = n > 0 && cur_builder && ts[0]->ndim < EM_MAX_DIMS && ts[0]->device.type == EM_CPU;
   for (Py_ssize_t i = 1; same && i < n; i++) {
     same = ts[i]->ndim == ts[0]->ndim && ts[i]->dtype == ts[0]->dtype && ts[i]->device.type == EM_CPU;
@@ -1026,13 +1015,10 @@ fail:
 static Py_ssize_t loader_len(PyObject *self) {
   em_clear_error();
   int64_t n = em_dl_loader_len(((LoaderObject *)self)->l);
-  if (n < 0) {
-    if (PyErr_Occurred()) return -1;
-    if (em_last_status()) return emp_raise_status(em_last_status());
+  if (n >= 0) return (Py_ssize_t)n;
+  if (len_missing())
     PyErr_SetString(PyExc_TypeError, "this DataLoader has no len() (iterable dataset)");
-    return -1;
-  }
-  return (Py_ssize_t)n;
+  return -1;
 }
 
 typedef struct {
@@ -1090,12 +1076,7 @@ static PyObject *loader_iter_next(PyObject *self) {
     loader_iter_close_(o);
     return NULL;
   }
-  PyObject *ts = PyTuple_New(b.n), *meta = NULL, *r = NULL;
-  for (int i = 0; ts && i < b.n; i++) {
-    PyObject *t = emp_wrap_borrowed(b.t[i]);
-    if (!t) Py_CLEAR(ts);
-    else PyTuple_SET_ITEM(ts, i, t);
-  }
+  PyObject *ts = tensor_tuple(b.n, b.t), *meta = NULL, *r = NULL;
   if (ts) meta = b.meta ? PyBytes_FromStringAndSize(b.meta, (Py_ssize_t)b.meta_len) : Py_NewRef(Py_None);
   if (meta) r = Py_BuildValue("(OOi)", ts, meta, b.worker);
   Py_XDECREF(ts);
@@ -1178,14 +1159,9 @@ static PyObject *f_share_memory(PyObject *mod, PyObject *arg) {
   PyObject *seq = emp_is_tensor(arg) ? PyTuple_Pack(1, arg) : PySequence_Tuple(arg);
   if (!seq) return NULL;
   Py_ssize_t n = PyTuple_GET_SIZE(seq);
-  em_tensor **ts = PyMem_Malloc(sizeof *ts * (size_t)(n + 1));
+  em_tensor **ts = seq_array(seq, sizeof *ts, item_tensor, "share_memory_", "tensor");
   PyObject *ret = NULL;
-  if (!ts) {
-    PyErr_NoMemory();
-    goto done;
-  }
-  for (Py_ssize_t i = 0; i < n; i++)
-    if (emp_arg_tensor(PyTuple_GET_ITEM(seq, i), "share_memory_", "tensor", &ts[i]) < 0) goto done;
+  if (!ts) goto done;
   em_status st;
   Py_BEGIN_ALLOW_THREADS st = em_dl_share_memory_list((int)n, ts);
   Py_END_ALLOW_THREADS if (st) emp_raise();
