@@ -167,6 +167,12 @@ const char *em__pg_backend_names(char *buf, size_t size);
  * (EMBER_PG_*, EMBER_SHM_*) all read through it. */
 size_t em__pg_env_bytes(const char *name, size_t def, size_t lo, size_t hi);
 
+/* True on a group's progress thread (comm/process_group.c). A backend may
+ * busy-poll on the caller's thread, which is blocked anyway, but never on
+ * the progress thread: there a spin would take the core from the
+ * computation the asynchronous work overlaps. */
+extern _Thread_local bool em__pg_on_progress_thread;
+
 /* Test hook (fault injection): the process SIGKILLs itself once the tcp
  * backend has written n more bytes to its peers (over all groups); -1
  * disarms. Lets tests kill a rank at a chosen point of an algorithm. */

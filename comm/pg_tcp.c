@@ -50,11 +50,19 @@
  * whose outgoing stream is between frames and shuts down the others (a
  * torn frame cannot carry it), so every peer learns promptly.
  *
- * Waiting: poll(2) on every socket and the eventfd. EMBER_PG_TCP_SPIN_US=n
- * adds a busy-poll of n microseconds first (a sleeping poll costs a
- * wake-up per message), used only while the host has a core for each of
- * its ranks; off by default: on a loaded host it costs more than it saves
- * (measured: 8-byte allreduce 84 -> 266 us at load 10 on 2 cores).
+ * Waiting: poll(2) on every socket and the eventfd. On the caller's
+ * thread (small collectives run inline there; it is blocked anyway) a
+ * busy-poll comes first, since a sleeping poll costs a wake-up per
+ * message, tens of microseconds on a VM: up to EMBER_PG_TCP_SPIN_US
+ * microseconds (default 50; 0: never), only while the host has a core for
+ * each of its ranks and its load average says no other job wants them
+ * (below cores + 0.5, this job's busy ranks included; read at most once a
+ * second). On a loaded host a spin costs more than it saves: it burns the
+ * rank's share of the core and its wake-up priority (an 8-byte allreduce
+ * went from 84 to 266 us at load 10 on 2 cores). The spin is adaptive as
+ * well: one that catches nothing halves the next (down to 1/64), one that
+ * does doubles it. The progress thread never spins (see
+ * em__pg_on_progress_thread).
  *
  * EMBER_PG_DEBUG=1 prints every failure of this backend on stderr as it
  * happens (rank and message), for debugging jobs that fail together.
@@ -171,7 +179,9 @@ typedef struct tcp {
   struct pollfd *pfd, *spfd; /* progress's poll set; sweep's own */
   int *pmap, *spmap;
   pid_t pid; /* the creating process: a forked child must not touch the sockets */
-  int64_t spin_ns; /* busy-poll this long before sleeping in poll (0: never) */
+  int64_t spin_ns;  /* longest busy-poll before sleeping in poll (0: never) */
+  int64_t spin_cur; /* the current one (adaptive, spin_ns / 64 .. spin_ns) */
+  long ncpu;
   char group_name[128];
 } tcp;
 
@@ -184,6 +194,21 @@ static inline int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Whether no other job seems to want this host's cores: the 1-minute load
+ * average below cores + 0.5. Read at most once a second per process. */
+static bool host_has_room(const tcp *t) {
+  static _Atomic int64_t read_at = 0;
+  static atomic_bool room = true;
+  int64_t now = now_ns();
+  if (now - atomic_load_explicit(&read_at, memory_order_relaxed) > 1000000000) {
+    atomic_store_explicit(&read_at, now, memory_order_relaxed);
+    double la;
+    atomic_store_explicit(&room, getloadavg(&la, 1) != 1 || la < (double)t->ncpu + 0.5,
+                          memory_order_relaxed);
+  }
+  return atomic_load_explicit(&room, memory_order_relaxed);
 }
 
 static em_status idq_push(idq *q, int id) {
@@ -723,13 +748,14 @@ static em_status progress(tcp *t, int id, int64_t deadline) {
     int64_t now = em__now_ms();
     if (now >= deadline) return timed_out(t, id);
     int64_t wait = deadline - now;
-    /* a short spin first when this host has a core per rank: a sleeping
-     * poll costs a wake-up (several microseconds) per message */
+    /* a short spin first on the caller's thread (see "Waiting" above) */
     int r = 0;
-    if (t->spin_ns > 0) {
-      int64_t until = now_ns() + t->spin_ns;
+    if (t->spin_cur > 0 && !em__pg_on_progress_thread && host_has_room(t)) {
+      int64_t until = now_ns() + t->spin_cur;
       do r = poll(t->pfd, (nfds_t)n + 1, 0);
       while (r == 0 && now_ns() < until);
+      if (r != 0) t->spin_cur = t->spin_cur * 2 < t->spin_ns ? t->spin_cur * 2 : t->spin_ns;
+      else if (t->spin_cur / 2 >= t->spin_ns / 64) t->spin_cur /= 2;
     }
     if (r == 0) r = poll(t->pfd, (nfds_t)n + 1, wait > INT_MAX ? INT_MAX : (int)wait);
     if (r < 0) {
@@ -1150,7 +1176,7 @@ em_status em__pg_tcp_create(const em_pg_backend_init *in, void **ctx_out,
   t->first_dead = -1;
   t->deferred_from = -1;
   {
-    /* spin (if asked) only while this host has a core for every rank on it */
+    /* spin only while this host has a core for every rank on it */
     int local = 1;
     for (int j = 0; in->host_ids && j < t->W; j++)
       if (j != t->rank && in->host_ids[j] && in->host_ids[t->rank] &&
@@ -1158,8 +1184,10 @@ em_status em__pg_tcp_create(const em_pg_backend_init *in, void **ctx_out,
         local++;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     const char *e = getenv("EMBER_PG_TCP_SPIN_US");
-    int64_t us = e && *e ? atoll(e) : 0;
+    int64_t us = e && *e ? atoll(e) : 50;
     t->spin_ns = us > 0 && local <= ncpu ? us * 1000 : 0;
+    t->spin_cur = t->spin_ns;
+    t->ncpu = ncpu;
   }
   t->peers = calloc((size_t)t->W, sizeof(peer));
   t->pfd = calloc((size_t)t->W + 1, sizeof(struct pollfd));

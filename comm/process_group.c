@@ -863,8 +863,11 @@ static void run_work(em_pg *pg, em_work *w) {
   work_complete(w, EM_OK, NULL);
 }
 
+_Thread_local bool em__pg_on_progress_thread;
+
 static void *progress_main(void *arg) {
   em_pg *pg = arg;
+  em__pg_on_progress_thread = true;
   pthread_mutex_lock(&pg->mu);
   for (;;) {
     while (!pg->qhead || pg->running) {
