@@ -55,9 +55,10 @@
  * busy-poll comes first, since a sleeping poll costs a wake-up per
  * message, tens of microseconds on a VM: up to EMBER_PG_TCP_SPIN_US
  * microseconds (default 50; 0: never), only while the host has a core for
- * each of its ranks and its load average says no other job wants them
- * (below cores + 0.5, this job's busy ranks included; read at most once a
- * second). On a loaded host a spin costs more than it saves: it burns the
+ * each of its ranks and no other job wants them (at most one runnable
+ * thread per core, this job's included, as /proc/loadavg counts them;
+ * read at most every 100 ms). On a loaded host a spin costs more than it
+ * saves: it burns the
  * rank's share of the core and its wake-up priority (an 8-byte allreduce
  * went from 84 to 266 us at load 10 on 2 cores). The spin is adaptive as
  * well: one that catches nothing halves the next (down to 1/64), one that
@@ -196,17 +197,36 @@ static inline int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Whether no other job seems to want this host's cores: the 1-minute load
- * average below cores + 0.5. Read at most once a second per process. */
+/* Whether no other job seems to want this host's cores: at most one
+ * runnable thread per core right now (the 4th field of /proc/loadavg,
+ * this job's own running threads included). Read at most every 100 ms per
+ * process; where it cannot be read, the 1-minute load average below
+ * cores + 0.5 decides. */
 static bool host_has_room(const tcp *t) {
   static _Atomic int64_t read_at = 0;
   static atomic_bool room = true;
   int64_t now = now_ns();
-  if (now - atomic_load_explicit(&read_at, memory_order_relaxed) > 1000000000) {
+  if (now - atomic_load_explicit(&read_at, memory_order_relaxed) > 100000000) {
     atomic_store_explicit(&read_at, now, memory_order_relaxed);
-    double la;
-    atomic_store_explicit(&room, getloadavg(&la, 1) != 1 || la < (double)t->ncpu + 0.5,
-                          memory_order_relaxed);
+    bool ok = false, r = true;
+    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      char buf[128];
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      double l1, l5, l15;
+      long running, total;
+      if (n > 0) {
+        buf[n] = '\0';
+        ok = sscanf(buf, "%lf %lf %lf %ld/%ld", &l1, &l5, &l15, &running, &total) == 5;
+        if (ok) r = running <= t->ncpu;
+      }
+    }
+    if (!ok) {
+      double la;
+      r = getloadavg(&la, 1) != 1 || la < (double)t->ncpu + 0.5;
+    }
+    atomic_store_explicit(&room, r, memory_order_relaxed);
   }
   return atomic_load_explicit(&room, memory_order_relaxed);
 }
