@@ -181,6 +181,24 @@ em_status em__elementwise_into(em_op op, em_dtype key, em_tensor *out, int nin,
                                em_tensor *const *in, const em_dtype *in_dtypes,
                                const em_op_attrs *a, int64_t grain);
 
+/* A contiguous copy of t with dtype dt on t's device; never records
+ * (core/ops_copy.c). */
+em_tensor *em__convert(em_tensor *t, em_dtype dt);
+/* Replaces *t by its conversion to dt, releasing the old reference; on
+ * failure *t is NULL and the error set. */
+em_status em__convert_owned(em_tensor **t, em_dtype dt);
+/* The dtype the floating layers compute in: float64 stays, float32,
+ * float16 and bfloat16 compute in float32. */
+static inline em_dtype em__compute_dtype(em_dtype dt) {
+  return dt == EM_FLOAT64 ? EM_FLOAT64 : EM_FLOAT32;
+}
+/* t as a contiguous tensor of dtype dt: t itself (retained) when it
+ * already is one, else a converted copy. Never records. */
+static inline em_tensor *em__as_compute(em_tensor *t, em_dtype dt) {
+  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
+  return em__convert(t, dt);
+}
+
 /* "Float", "Long", ... as PyTorch names dtypes in messages (core/dtype.c). */
 const char *em__torch_dtype_name(em_dtype dt);
 /* Helpers shared by the elementwise front ends (core/ops_binary.c). */

@@ -243,7 +243,6 @@ static bool same_geometry(const em_tensor *a, const em_tensor *b) {
 }
 
 /* A contiguous copy of t converted to dt (no autograd). */
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 
 static em_status run_into(em_op op, em_dtype key, em_tensor *out, int nin,
                           em_tensor *const *in, const em_dtype *in_dtypes,

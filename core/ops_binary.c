@@ -27,7 +27,6 @@
 
 #include "core/core_impl.h"
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
 em_tensor *em__pow_scalar(em_tensor *t, em_scalar exponent); /* core/ops_unary.c */
 

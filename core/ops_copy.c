@@ -50,6 +50,13 @@ em_tensor *em__convert(em_tensor *t, em_dtype dt) {
   return out;
 }
 
+em_status em__convert_owned(em_tensor **t, em_dtype dt) {
+  em_tensor *c = em__convert(*t, dt);
+  em_tensor_release(*t);
+  *t = c;
+  return c ? EM_OK : em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
+}
+
 static em_tensor *copy_outplace(em_tensor *self_copy, void *ctx) {
   em_tensor *src = ctx;
   em_tensor *c = em_tensor_to_dtype(src, (em_dtype)self_copy->dtype);

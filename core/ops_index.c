@@ -41,7 +41,6 @@
 #include "core/core_impl.h"
 
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 
 /* Kernel signatures: must match core/cpu/index.c (documented there). */
 typedef void (*rows_gather_fn)(char *out, const char *src, const int64_t *off, int64_t nb,

@@ -45,7 +45,6 @@
 
 #include "core/core_impl.h"
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt);       /* core/ops_copy.c */
 em_status em__copy_into(em_tensor *dst, em_tensor *src); /* core/ops_copy.c */
 
 /* ---- the batched product ------------------------------------------------------------- */

@@ -40,7 +40,6 @@
 
 #include "core/core_impl.h"
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 
 /* Signature of every kernel of this family (see core/cpu/reduce.c). */
 typedef em_status (*reduce_kernel)(em_tensor *const *out, em_tensor *in, const em_op_attrs *a);

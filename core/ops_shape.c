@@ -23,7 +23,6 @@
 #include "core/core_impl.h"
 
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 
 /* Kernel signatures: must match core/cpu/shape.c. */
 typedef void (*cat_fn)(char *out, int64_t outer, int64_t out_row, int n, char *const *src,

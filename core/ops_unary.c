@@ -32,7 +32,6 @@
 
 #include "core/core_impl.h"
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
 const char *em__torch_dtype_name(em_dtype dt);
 em_status em__check_inplace_cast(const char *name, em_dtype result, em_dtype self);

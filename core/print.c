@@ -23,7 +23,6 @@
 
 #include "core/core_impl.h"
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 
 enum {
   PRINT_PRECISION = 4,

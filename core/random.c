@@ -48,7 +48,6 @@ typedef void (*em__range_kernel)(char *out, const char *in, int64_t begin, int64
                                  const em_op_attrs *a);
 
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
-em_tensor *em__convert(em_tensor *t, em_dtype dt);
 void em__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /* ---- the generator ---------------------------------------------------------------- */

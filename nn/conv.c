@@ -129,8 +129,8 @@ static em_cuda_conv_geom cuda_geom(const conv_geom *g) {
 static em_tensor *cuda_conv_forward(const conv_geom *g, em_tensor *x, em_tensor *w, em_tensor *b) {
   em_cuda_conv_geom cg = cuda_geom(g);
   em_dtype dt = (em_dtype)x->dtype;
-  em_tensor *xc = em__nn_as_compute(x, dt), *wc = xc ? em__nn_as_compute(w, dt) : NULL;
-  em_tensor *bc = wc && b ? em__nn_as_compute(b, dt) : NULL;
+  em_tensor *xc = em__as_compute(x, dt), *wc = xc ? em__as_compute(w, dt) : NULL;
+  em_tensor *bc = wc && b ? em__as_compute(b, dt) : NULL;
   em_tensor *y = wc && (!b || bc) ? em__cuda_conv2d_forward(&cg, xc, wc, bc) : NULL;
   em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc);
   return y;
@@ -141,8 +141,8 @@ static em_status cuda_conv_backward(const conv_geom *g, em_tensor *x, em_tensor 
                                     em_tensor **grad_in) {
   em_cuda_conv_geom cg = cuda_geom(g);
   em_dtype dt = (em_dtype)go->dtype;
-  em_tensor *goc = em__nn_as_compute(go, dt), *xc = x ? em__nn_as_compute(x, dt) : NULL;
-  em_tensor *wc = w ? em__nn_as_compute(w, dt) : NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  em_tensor *goc = em__as_compute(go, dt), *xc = x ? em__as_compute(x, dt) : NULL;
+  em_tensor *wc = w ? em__as_compute(w, dt) : NULL, *dx = NULL, *dw = NULL, *db = NULL;
   em_status st = !goc || (x && !xc) || (w && !wc)
                      ? em_last_status()
                      : em__cuda_conv2d_backward(&cg, xc, wc, goc, need_x ? &dx : NULL,
@@ -162,15 +162,15 @@ static em_tensor *conv_compute(const conv_geom *g, em_tensor *x, em_tensor *w, e
 #ifdef EMBER_CUDA
   if (x->device.type == EM_CUDA) return cuda_conv_forward(g, x, w, b);
 #endif
-  em_dtype dt = (em_dtype)x->dtype, cdt = em__nn_compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
   em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *out = NULL;
   em_status st = EM_OK;
-  xc = em__nn_as_compute(x, cdt);
+  xc = em__as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
-  wc = em__nn_as_compute(w, cdt);
+  wc = em__as_compute(w, cdt);
   EM_CHECK_PTR_GOTO(wc, st, done);
   if (b) {
-    bc = em__nn_as_compute(b, cdt);
+    bc = em__as_compute(b, cdt);
     EM_CHECK_PTR_GOTO(bc, st, done);
   }
   out = em_tensor_empty(EM_DIMS(g->N, g->Cout, g->OH, g->OW), cdt);
@@ -187,12 +187,7 @@ static em_tensor *conv_compute(const conv_geom *g, em_tensor *x, em_tensor *w, e
                                                     (float *)em__data_ptr(wc), bp,
                                                     (float *)em__data_ptr(out));
   }
-  if (!st && cdt != dt) {
-    em_tensor *o2 = em__convert(out, dt);
-    em_tensor_release(out);
-    out = o2;
-    EM_CHECK_PTR_GOTO(out, st, done);
-  }
+  if (!st && cdt != dt) EM_CHECK_GOTO(em__convert_owned(&out, dt), st, done);
 done:
   em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc);
   if (st) {
@@ -231,17 +226,17 @@ static em_status conv_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
   if (go->device.type == EM_CUDA)
     return cuda_conv_backward(g, x, w, go, need_x, need_w, need_b, nin, grad_in);
 #endif
-  em_dtype cdt = em__nn_compute_dtype((em_dtype)go->dtype);
+  em_dtype cdt = em__compute_dtype((em_dtype)go->dtype);
   em_tensor *goc = NULL, *xc = NULL, *wc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
   em_status st = EM_OK;
-  goc = em__nn_as_compute(go, cdt);
+  goc = em__as_compute(go, cdt);
   EM_CHECK_PTR_GOTO(goc, st, done);
   if (x) {
-    xc = em__nn_as_compute(x, cdt);
+    xc = em__as_compute(x, cdt);
     EM_CHECK_PTR_GOTO(xc, st, done);
   }
   if (w) {
-    wc = em__nn_as_compute(w, cdt);
+    wc = em__as_compute(w, cdt);
     EM_CHECK_PTR_GOTO(wc, st, done);
   }
   int64_t wsh0 = g->transposed ? g->Cin : g->Cout;

@@ -76,7 +76,7 @@ static em_tensor *from_doubles(const double *v, int64_t n, em_dtype dt) {
 static double *to_doubles(em_tensor *t, int64_t n) {
   double *v = malloc(sizeof(double) * (size_t)(n + 1));
   if (!v) return EM_FAIL(EM_ERR_NOMEM, "out of memory");
-  em_tensor *c = em__nn_as_compute(t, EM_FLOAT64);
+  em_tensor *c = em__as_compute(t, EM_FLOAT64);
   if (!c) {
     free(v);
     return NULL;
@@ -110,7 +110,7 @@ static em_status bn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, in
                                em_tensor **out) {
   bn_ctx *b = em_ag_ctx_user(ctx);
   em_tensor *x = in[0], *w = in[1], *bias = in[2];
-  em_dtype dt = (em_dtype)x->dtype, cdt = em__nn_compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
   const int64_t C = b->C;
   em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *stats = NULL;
   double *buf = NULL, *rm = NULL, *rv = NULL;
@@ -128,14 +128,14 @@ static em_status bn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, in
     EM_CHECK_PTR_GOTO(rv, st, done);
     for (int64_t c = 0; c < C; c++) mean[c] = rm[c], invstd[c] = 1.0 / sqrt(rv[c] + b->eps);
   }
-  xc = em__nn_as_compute(x, cdt);
+  xc = em__as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
   if (w) {
-    wc = em__nn_as_compute(w, cdt);
+    wc = em__as_compute(w, cdt);
     EM_CHECK_PTR_GOTO(wc, st, done);
   }
   if (bias) {
-    bc = em__nn_as_compute(bias, cdt);
+    bc = em__as_compute(bias, cdt);
     EM_CHECK_PTR_GOTO(bc, st, done);
   }
   y = em_tensor_empty(x->ndim, x->shape, cdt);
@@ -168,12 +168,7 @@ static em_status bn_fn_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, in
       EM_CHECK_GOTO(store_doubles(b->running_var, rv), st, done);
     }
   }
-  if (cdt != dt) {
-    em_tensor *y2 = em__convert(y, dt);
-    em_tensor_release(y);
-    y = y2;
-    EM_CHECK_PTR_GOTO(y, st, done);
-  }
+  if (cdt != dt) EM_CHECK_GOTO(em__convert_owned(&y, dt), st, done);
   if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
       em_ag_ctx_needs_input_grad(ctx, 2)) {
     stats = em_tensor_from_data(buf, EM_DIMS(2, C), EM_FLOAT64); /* mean, invstd */
@@ -208,7 +203,7 @@ static em_status bn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad
   const int64_t C = b->C;
   bool need_x = em_ag_ctx_needs_input_grad(ctx, 0), need_w = em_ag_ctx_needs_input_grad(ctx, 1),
        need_b = em_ag_ctx_needs_input_grad(ctx, 2);
-  em_dtype cdt = em__nn_compute_dtype((em_dtype)x->dtype);
+  em_dtype cdt = em__compute_dtype((em_dtype)x->dtype);
   em_tensor *xc = NULL, *wc = NULL, *dyc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
   double *sums = NULL;
   em_status st = EM_OK;
@@ -217,12 +212,12 @@ static em_status bn_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad
     st = em__set_error(EM_ERR_NOMEM, "batch_norm backward: out of memory");
     goto done;
   }
-  xc = em__nn_as_compute(x, cdt);
+  xc = em__as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
-  dyc = em__nn_as_compute(dy, cdt);
+  dyc = em__as_compute(dy, cdt);
   EM_CHECK_PTR_GOTO(dyc, st, done);
   if (w) {
-    wc = em__nn_as_compute(w, cdt);
+    wc = em__as_compute(w, cdt);
     EM_CHECK_PTR_GOTO(wc, st, done);
   }
   if (need_x) {
@@ -331,11 +326,11 @@ static em_status norm_fwd_begin(norm_fwd *f, em_tensor *const *in, int64_t nstat
   em_tensor *x = in[0];
   memset(f, 0, sizeof *f);
   f->dt = (em_dtype)x->dtype;
-  f->cdt = em__nn_compute_dtype(f->dt);
+  f->cdt = em__compute_dtype(f->dt);
   if (!(f->stats = em_tensor_empty(EM_DIMS(2, nstats), EM_FLOAT64)) ||
-      !(f->xc = em__nn_as_compute(x, f->cdt)) ||
-      (in[1] && !(f->wc = em__nn_as_compute(in[1], f->cdt))) ||
-      (in[2] && !(f->bc = em__nn_as_compute(in[2], f->cdt))) ||
+      !(f->xc = em__as_compute(x, f->cdt)) ||
+      (in[1] && !(f->wc = em__as_compute(in[1], f->cdt))) ||
+      (in[2] && !(f->bc = em__as_compute(in[2], f->cdt))) ||
       !(f->y = em_tensor_empty(x->ndim, x->shape, f->cdt)))
     return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
   f->mean = (double *)em__data_ptr(f->stats);
@@ -347,12 +342,7 @@ static em_status norm_fwd_begin(norm_fwd *f, em_tensor *const *in, int64_t nstat
  * the statistics saved for backward; the temporaries released. */
 static em_status norm_fwd_end(norm_fwd *f, em_status st, em_ag_ctx *ctx, em_tensor *const *in,
                               int *nout, em_tensor **out) {
-  if (!st && f->cdt != f->dt) {
-    em_tensor *y2 = em__convert(f->y, f->dt);
-    em_tensor_release(f->y);
-    f->y = y2;
-    if (!y2) st = em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
-  }
+  if (!st && f->cdt != f->dt) st = em__convert_owned(&f->y, f->dt);
   if (!st && (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
               em_ag_ctx_needs_input_grad(ctx, 2))) {
     em_tensor *save[3] = {in[0], in[1], f->stats};
@@ -389,11 +379,11 @@ static em_status norm_bwd_begin(norm_bwd *g, em_ag_ctx *ctx, em_tensor *dy, bool
   g->need_x = em_ag_ctx_needs_input_grad(ctx, 0);
   g->need_w = em_ag_ctx_needs_input_grad(ctx, 1);
   g->need_b = em_ag_ctx_needs_input_grad(ctx, 2);
-  g->cdt = em__nn_compute_dtype((em_dtype)x->dtype);
+  g->cdt = em__compute_dtype((em_dtype)x->dtype);
   g->mean = (double *)em__data_ptr(stats);
   g->rstd = g->mean + nstats;
-  if (!(g->xc = em__nn_as_compute(x, g->cdt)) || !(g->dyc = em__nn_as_compute(dy, g->cdt)) ||
-      (w && !(g->wc = em__nn_as_compute(w, g->cdt))) ||
+  if (!(g->xc = em__as_compute(x, g->cdt)) || !(g->dyc = em__as_compute(dy, g->cdt)) ||
+      (w && !(g->wc = em__as_compute(w, g->cdt))) ||
       (g->need_x && !(g->dx = em_tensor_empty(x->ndim, x->shape, g->cdt))))
     return em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
   return EM_OK;

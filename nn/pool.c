@@ -337,12 +337,12 @@ static em_status pool_compute(const pool_geom *g, em_tensor *x, em_tensor **y, e
 #ifdef EMBER_CUDA
   if (x->device.type == EM_CUDA) return cuda_pool_forward(g, x, y, idx);
 #endif
-  em_dtype dt = (em_dtype)x->dtype, cdt = em__nn_compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
   int64_t s[4];
   int nd = out_shape(g, s);
   em_tensor *xc = NULL, *out = NULL, *ix = NULL;
   em_status st = EM_OK;
-  xc = em__nn_as_compute(x, cdt);
+  xc = em__as_compute(x, cdt);
   EM_CHECK_PTR_GOTO(xc, st, done);
   out = em_tensor_empty(nd, s, cdt);
   EM_CHECK_PTR_GOTO(out, st, done);
@@ -358,12 +358,7 @@ static em_status pool_compute(const pool_geom *g, em_tensor *x, em_tensor **y, e
   else
     fn = cdt == EM_FLOAT64 ? avg_fwd_f64 : avg_fwd_f32;
   em__parallel_for(g->planes, pool_grain(g), fn, &J);
-  if (cdt != dt) {
-    em_tensor *o2 = em__convert(out, dt);
-    em_tensor_release(out);
-    out = o2;
-    EM_CHECK_PTR_GOTO(out, st, done);
-  }
+  if (cdt != dt) EM_CHECK_GOTO(em__convert_owned(&out, dt), st, done);
 done:
   em_tensor_release(xc);
   if (st) {
@@ -404,8 +399,8 @@ static em_status pool_fn_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
 #ifdef EMBER_CUDA
   if (gy->device.type == EM_CUDA) return cuda_pool_backward(g, gy, idx, &grad_in[0]);
 #endif
-  em_dtype cdt = em__nn_compute_dtype((em_dtype)gy->dtype);
-  em_tensor *gyc = em__nn_as_compute(gy, cdt);
+  em_dtype cdt = em__compute_dtype((em_dtype)gy->dtype);
+  em_tensor *gyc = em__as_compute(gy, cdt);
   if (!gyc) return em_last_status();
   int64_t s[4];
   int nl = g->ndim - 2;

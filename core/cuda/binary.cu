@@ -55,23 +55,6 @@ template <class T> __device__ __forceinline__ T ifmod(T x, T y) {
   }
   return (T)(x % y);
 }
-template <class T> __device__ __forceinline__ T ipow2(T b, int64_t e) {
-  if (e < 0) {
-    if (b == 1) return 1;
-    if constexpr (std::is_signed<T>::value) {
-      if (b == (T)-1) return (e & 1) ? (T)-1 : (T)1;
-    }
-    return 0;
-  }
-  T r = 1;
-  while (e) {
-    if (e & 1) r = wmul(r, b);
-    e >>= 1;
-    if (e) b = wmul(b, b);
-  }
-  return r;
-}
-
 // add / sub: f[0] = alpha (float kernels), i[0] = alpha (integer and bool).
 template <class T> struct Add {
   using C = CT<T>;
@@ -119,7 +102,7 @@ EMCU_BOP(Remainder, false,
          if constexpr (is_float_v<T>) return rem_f(x, y); else return irem(x, y);)
 EMCU_BOP(Fmod, false, if constexpr (is_float_v<T>) return m_fmod(x, y); else return ifmod(x, y);)
 EMCU_BOP(Pow, false,
-         if constexpr (is_float_v<T>) return m_pow(x, y); else return ipow2(x, (int64_t)y);)
+         if constexpr (is_float_v<T>) return m_pow(x, y); else return ipow(x, (int64_t)y);)
 EMCU_BOP(Maximum, false,
          if constexpr (is_float_v<T>) return x != x ? x : y != y ? y : x < y ? y : x;
          else if constexpr (is_bool_v<T>) return (C)(x | y);

@@ -251,20 +251,10 @@ done:
   return st;
 }
 
-/* The device of c (the front end allocated it on the operands' device). */
-static int device_of(const void *p) {
-  struct cudaPointerAttributes at;
-  if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return em_cuda_current_device();
-  }
-  return at.device;
-}
-
 #define DEF_MM(DT)                                                      \
   static void mm_##DT(const em_gemm_args *g, int64_t r0, int64_t r1) { \
     if (r0 != 0) return; /* the call with row 0 does the whole product */ \
-    (void)gemm(g, EM_##DT, device_of(g->c));                            \
+    (void)gemm(g, EM_##DT, em__cuda_device_of(g->c));                            \
   }
 DEF_MM(FLOAT32)
 DEF_MM(FLOAT64)

@@ -107,6 +107,25 @@ template <class T> __device__ __forceinline__ T wmul(T x, T y) {
   return (T)(U)((U)x * 1u * (U)y);
 }
 
+// Integer power, wrapping; negative exponents as PyTorch: 1 -> 1,
+// -1 -> +-1, else 0 (the CPU's ipow_<ENUM>, core/cpu/kernel_impl.h).
+template <class T> __device__ __forceinline__ T ipow(T b, int64_t e) {
+  if (e < 0) {
+    if (b == 1) return 1;
+    if constexpr (std::is_signed<T>::value) {
+      if (b == (T)-1) return (e & 1) ? (T)-1 : (T)1;
+    }
+    return 0;
+  }
+  T r = 1;
+  while (e) {
+    if (e & 1) r = wmul(r, b);
+    e >>= 1;
+    if (e) b = wmul(b, b);
+  }
+  return r;
+}
+
 // Integer limits usable in device code (std::numeric_limits is host-only).
 template <class T> struct Lim;
 #define EMCU_LIM(T, LO, HI)                                                   \

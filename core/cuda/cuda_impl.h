@@ -120,6 +120,10 @@ em_status em__cuda_set_device(int device);
 cudaStream_t em__cuda_stream(int device);
 /* Both: set device, return its current stream in *s. */
 em_status em__cuda_enter(int device, cudaStream_t *s);
+/* The device a kernel's pointer lives on (the front end allocated it on
+ * the op's device), asking the driver; the current device if it cannot
+ * tell. */
+int em__cuda_device_of(const void *p);
 /* Reports an error left by kernels launched so far (cudaGetLastError)
  * against op. */
 em_status em__cuda_check_launch(cudaError_t err, const char *op);

@@ -16,15 +16,6 @@
  * device offsets. */
 #include "core/cuda/cuda_impl.h"
 
-static int device_of(const void *p) {
-  struct cudaPointerAttributes at;
-  if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return em_cuda_current_device();
-  }
-  return at.device;
-}
-
 static void rows_of(emcu_rows *r, const int64_t *off, int64_t nb, const em_op_attrs *g) {
   memset(r, 0, sizeof *r);
   int np = (int)g->i[0], nq = g->nd - np;
@@ -51,7 +42,7 @@ static void rows_of(emcu_rows *r, const int64_t *off, int64_t nb, const em_op_at
     emcu_rows r;                                                                            \
     rows_of(&r, off, nb, g);                                                                \
     cudaStream_t s;                                                                         \
-    if (r.nP * r.nQ * nb == 0 || em__cuda_enter(device_of(out), &s)) return;               \
+    if (r.nP * r.nQ * nb == 0 || em__cuda_enter(em__cuda_device_of(out), &s)) return;       \
     em__cuda_check_launch(emcu_rows_gather(out, src, &r, BYTES, s), "index_select");       \
   }
 DEF_GATHER(1)
@@ -68,7 +59,7 @@ DEF_GATHER(8)
     emcu_rows r;                                                                               \
     rows_of(&r, off, nb, g);                                                                   \
     cudaStream_t s;                                                                            \
-    if (r.nP * r.nQ * nb == 0 || em__cuda_enter(device_of(dst), &s)) return;                  \
+    if (r.nP * r.nQ * nb == 0 || em__cuda_enter(em__cuda_device_of(dst), &s)) return;          \
     em__cuda_check_launch(emcu_rows_scatter(EM_##DT, dst, vals, &r, g->i[1] != 0, g->i[2] != 0, \
                                             g->s, s),                                          \
                           "index_put");                                                        \

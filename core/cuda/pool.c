@@ -4,20 +4,11 @@
 #include "core/cuda/cuda_impl.h"
 #include "core/cuda/cuda_nn.h"
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt); /* core/ops_copy.c */
 
 static emcu_pool geom_of(const em_cuda_pool_geom *g) {
   emcu_pool p = {(int)g->kind, g->planes, g->H, g->W, g->OH, g->OW, g->kh, g->kw, g->sh,
                  g->sw, g->ph, g->pw, g->dh, g->dw, g->count_include_pad};
   return p;
-}
-
-static em_dtype compute_dtype(em_dtype dt) { return dt == EM_FLOAT64 ? EM_FLOAT64 : EM_FLOAT32; }
-
-/* t as a contiguous tensor of dtype dt (t itself, retained, when it is). */
-static em_tensor *as_compute(em_tensor *t, em_dtype dt) {
-  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
-  return em__convert(t, dt);
 }
 
 em_status em__cuda_pool2d_forward(const em_cuda_pool_geom *g, em_tensor *x, em_tensor **y,
@@ -26,10 +17,10 @@ em_status em__cuda_pool2d_forward(const em_cuda_pool_geom *g, em_tensor *x, em_t
     return em__set_error(EM_ERR_DEVICE, "pool2d: expected a CUDA tensor");
   if (!em_dtype_is_float((em_dtype)x->dtype))
     return em__set_error(EM_ERR_DTYPE, "pool2d: expected a floating-point tensor");
-  em_dtype dt = (em_dtype)x->dtype, cdt = compute_dtype(dt);
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
   em_tensor *xc = NULL, *out = NULL, *ix = NULL;
   em_status st = EM_OK;
-  EM_CHECK_PTR_GOTO(xc = as_compute(x, cdt), st, done);
+  EM_CHECK_PTR_GOTO(xc = em__as_compute(x, cdt), st, done);
   EM_CHECK_PTR_GOTO(out = em_tensor_empty_on(EM_DIMS(g->planes, g->OH, g->OW), cdt, x->device), st,
                     done);
   if (idx && g->kind == EM_CUDA_POOL_MAX)
@@ -45,12 +36,7 @@ em_status em__cuda_pool2d_forward(const em_cuda_pool_geom *g, em_tensor *x, em_t
                                         "pool2d"),
                   st, done);
   }
-  if (cdt != dt) {
-    em_tensor *o2 = em__convert(out, dt);
-    em_tensor_release(out);
-    out = o2;
-    EM_CHECK_PTR_GOTO(out, st, done);
-  }
+  if (cdt != dt) EM_CHECK_GOTO(em__convert_owned(&out, dt), st, done);
 done:
   em_tensor_release(xc);
   if (st) {
@@ -69,10 +55,10 @@ em_status em__cuda_pool2d_backward(const em_cuda_pool_geom *g, em_tensor *gy, em
     return em__set_error(EM_ERR_DEVICE, "pool2d backward: expected a CUDA tensor");
   if (g->kind == EM_CUDA_POOL_MAX && (!idx || idx->dtype != EM_INT64 || !em_tensor_is_contiguous(idx)))
     return em__set_error(EM_ERR_INVALID, "pool2d backward: max pooling needs its int64 indices");
-  em_dtype dt = (em_dtype)gy->dtype, cdt = compute_dtype(dt);
+  em_dtype dt = (em_dtype)gy->dtype, cdt = em__compute_dtype(dt);
   em_tensor *gc = NULL, *out = NULL;
   em_status st = EM_OK;
-  EM_CHECK_PTR_GOTO(gc = as_compute(gy, cdt), st, done);
+  EM_CHECK_PTR_GOTO(gc = em__as_compute(gy, cdt), st, done);
   EM_CHECK_PTR_GOTO(out = em_tensor_empty_on(EM_DIMS(g->planes, g->H, g->W), cdt, gy->device), st,
                     done);
   if (out->numel) {
@@ -86,12 +72,7 @@ em_status em__cuda_pool2d_backward(const em_cuda_pool_geom *g, em_tensor *gy, em
                       "pool2d backward"),
                   st, done);
   }
-  if (cdt != dt) {
-    em_tensor *o2 = em__convert(out, dt);
-    em_tensor_release(out);
-    out = o2;
-    EM_CHECK_PTR_GOTO(out, st, done);
-  }
+  if (cdt != dt) EM_CHECK_GOTO(em__convert_owned(&out, dt), st, done);
 done:
   em_tensor_release(gc);
   if (st) {

@@ -162,6 +162,15 @@ cudaStream_t em__cuda_stream(int device) {
   return s ? s->handle : (cudaStream_t)0;
 }
 
+int em__cuda_device_of(const void *p) {
+  struct cudaPointerAttributes at;
+  if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return em_cuda_current_device();
+  }
+  return at.device;
+}
+
 em_status em__cuda_enter(int device, cudaStream_t *s) {
   if (!dev_get(device)) return em_last_status();
   EM_CHECK(em__cuda_set_device(device));
@@ -698,7 +707,6 @@ em_status em__cuda_memcpy(void *dst, em_device ddev, const void *src, em_device 
   return copy_bytes(dst, ddev, src, sdev, nbytes, sync, NULL);
 }
 
-em_tensor *em__convert(em_tensor *t, em_dtype dt); /* core/ops_copy.c */
 
 em_tensor *em_tensor_to_device_async(em_tensor *t, em_device dev, bool non_blocking) {
   if (!t) return EM_FAIL(EM_ERR_INVALID, "to: tensor is NULL");

@@ -11,22 +11,10 @@
  * em_last_error() (and the next synchronising call fails). */
 #include "core/cuda/cuda_impl.h"
 
-/* The device of a pointer the kernel is given (the front end allocated it
- * on the op's device, which is then the thread's current one after the
- * last em__cuda_enter; ask the driver to be sure). */
-static int device_of(const void *p) {
-  struct cudaPointerAttributes at;
-  if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return em_cuda_current_device();
-  }
-  return at.device;
-}
-
 static void cat_cuda(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
                      const int64_t *row) {
   cudaStream_t s;
-  if (outer == 0 || em__cuda_enter(device_of(out), &s)) return;
+  if (outer == 0 || em__cuda_enter(em__cuda_device_of(out), &s)) return;
   int64_t col = 0;
   for (int k = 0; k < n; k++) {
     if (row[k] > 0) {
@@ -44,7 +32,7 @@ static void cat_cuda(char *out, int64_t outer, int64_t out_row, int n, char *con
 static void repeat_cuda(char *out, const char *src, int nd, const int64_t *shape,
                         const int64_t *reps, int64_t esize) {
   cudaStream_t s;
-  if (em__cuda_enter(device_of(out), &s)) return;
+  if (em__cuda_enter(em__cuda_device_of(out), &s)) return;
   em__cuda_check_launch(emcu_repeat(out, src, nd, shape, reps, esize, s), "repeat");
 }
 

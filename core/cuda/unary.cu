@@ -13,25 +13,6 @@ template <class C> __device__ __forceinline__ C sigmoid_c(C x) {
   return x >= 0 ? r : e * r;
 }
 
-// Integer power, wrapping; negative exponents as PyTorch: 1 -> 1,
-// -1 -> +-1, else 0.
-template <class T> __device__ __forceinline__ T ipow(T b, int64_t e) {
-  if (e < 0) {
-    if (b == 1) return 1;
-    if constexpr (std::is_signed<T>::value) {
-      if (b == (T)-1) return (e & 1) ? (T)-1 : (T)1;
-    }
-    return 0;
-  }
-  T r = 1;
-  while (e) {
-    if (e & 1) r = wmul(r, b);
-    e >>= 1;
-    if (e) b = wmul(b, b);
-  }
-  return r;
-}
-
 // ---- ops without attrs ---------------------------------------------------------------------
 EMCU_UOP(Neg, false, if constexpr (is_float_v<T>) return (C)-x; else return wsub((C)0, x);)
 EMCU_UOP(Abs, false,
