@@ -228,16 +228,6 @@ void em__pg_shm_set_labels(void *ctx, const int *labels) {
 
 static inline int lab(const shm *x, int r) { return x->labels ? x->labels[r] : r; }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield" ::: "memory");
-#else
-  atomic_signal_fence(memory_order_seq_cst);
-#endif
-}
-
 static inline int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -357,7 +347,7 @@ static em_status wait_slow(shm *x, int peer, _Atomic uint64_t *p, uint64_t targe
       for (int s = 0; s < x->size; s++)
         if (s != x->rank) EM_CHECK(rx_pull(x, s));
     if ((it & 31) && !drain) {
-      cpu_relax();
+      em__cpu_relax();
       continue;
     }
     int64_t t = now_ns();
@@ -367,7 +357,7 @@ static em_status wait_slow(shm *x, int peer, _Atomic uint64_t *p, uint64_t targe
     }
     int64_t waited = t - t0;
     if (waited < x->spin_ns) {
-      cpu_relax();
+      em__cpu_relax();
     } else if (waited < 1000000 || drain) {
       sched_yield();
     } else {
@@ -385,7 +375,7 @@ static em_status wait_slow(shm *x, int peer, _Atomic uint64_t *p, uint64_t targe
 static inline em_status wait_ge(shm *x, int peer, _Atomic uint64_t *p, uint64_t target) {
   if (EM_LIKELY(atomic_load_explicit(p, memory_order_acquire) >= target)) return EM_OK;
   for (int i = 0; i < 64; i++) {
-    cpu_relax();
+    em__cpu_relax();
     if (atomic_load_explicit(p, memory_order_acquire) >= target) return EM_OK;
   }
   return wait_slow(x, peer, p, target, false);

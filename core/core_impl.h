@@ -272,6 +272,17 @@ em_tensor *em__tensor_new(em_storage *s, em_dtype dt, int ndim, const int64_t *s
 em_tensor *em__tensor_view_of(em_tensor *t, int ndim, const int64_t *shape,
                               const int64_t *strides, int64_t offset);
 void em__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* One step of a busy-wait: tells the core (and a hyperthread sibling)
+ * that this thread only waits. */
+static inline void em__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
 static inline void em__bump_version(em_tensor *t) {
   atomic_fetch_add_explicit(&t->storage->version, 1, memory_order_relaxed);
 }

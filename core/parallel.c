@@ -69,7 +69,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&pool.gen, memory_order_acquire) == seen;
          i++)
-      __builtin_ia32_pause();
+      em__cpu_relax();
     pthread_mutex_lock(&pool.mu);
     while (atomic_load(&pool.gen) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
     seen = atomic_load(&pool.gen);
@@ -191,7 +191,7 @@ void em__parallel_for(int64_t n, int64_t grain, em_range_fn fn, void *ctx) {
 
   for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&j.done, memory_order_acquire) < j.nchunks;
        i++)
-    __builtin_ia32_pause();
+    em__cpu_relax();
   pthread_mutex_lock(&pool.mu);
   /* Once current is NULL no new worker enters; wait for those inside. */
   pool.current = NULL;
