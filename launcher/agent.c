@@ -246,6 +246,8 @@ static int local_result(agent *a) {
 }
 
 static void reset_round(agent *a) {
+  tr__timer_stop(&a->grace_timer); /* nothing of the last stop reaches the next round */
+  tr__timer_stop(&a->deadline_timer);
   tr__free_workers(a);
   free(a->nodes);
   a->nodes = NULL;

@@ -275,8 +275,11 @@ static void on_grace(uv_timer_t *t) {
   tr__check_stopped(a);
 }
 
-/* Sends sig to every live worker group and starts the grace period. */
+/* Sends sig to every live worker group and starts the grace period. A
+ * round whose processes are all gone has nothing left to stop: a grace
+ * timer armed then would fire into the next round. */
 void tr__terminate_all(agent *a, int sig) {
+  if (a->local_stopped) return;
   tr__kill_groups(a, sig);
   if (a->terminating) return;
   a->terminating = true;
@@ -286,7 +289,7 @@ void tr__terminate_all(agent *a, int sig) {
 
 void tr__begin_stop(agent *a, int sig) {
   if (a->ph == PH_RUN) a->ph = PH_STOP;
-  if (!a->w) return;
+  if (!a->w || a->local_stopped) return; /* (the verdict can come after the stop) */
   if (a->terminating) { /* already stopping (a failure, the user's signal) */
     tr__check_stopped(a);
     return;

@@ -492,6 +492,24 @@ out:
   rm_rf(dir);
 }
 
+/* The restarted round outlives the grace period of the stop that ended
+ * the round before: nothing of that stop may reach it. */
+EM_TEST(a_restarted_round_runs_past_the_last_grace_period) {
+  char dir[] = "/tmp/trtest_restart_XXXXXX";
+  char *out = NULL, *err = NULL;
+  ASSERT_TRUE(mkdtemp(dir));
+  int code = run(ARGS("--nproc", "2", "--max-restarts", "1", "--grace-period", "0.3", W, "restart",
+                      "1", dir, "1200"),
+                 20, &out, &err, NULL);
+  CHECK_EQ(code, 0);
+  ASSERT_HAS(err, "restarting all workers (restart 1 of 1)");
+  ASSERT_LACKS(err, "did not stop within the grace period");
+out:
+  free(out);
+  free(err);
+  rm_rf(dir);
+}
+
 /* Starts 2 workers running mode (args), sends sig to trainrun once they
  * are ready; trainrun must exit with want_code and leave nothing behind. */
 static void signal_test(int sig, const char *const *args, int want_code, int want_procs,

@@ -16,9 +16,10 @@
  *                            print "ready", wait for a signal
  *   catch SIGNUM [CODE]      on signal SIGNUM print "got signal SIGNUM" and
  *                            exit CODE (0); "ready" first
- *   restart N DIR            append RESTART_COUNT to DIR/rank<RANK>.restarts;
+ *   restart N DIR [MS]       append RESTART_COUNT to DIR/rank<RANK>.restarts;
  *                            rank 0 exits 3 (after 0.2 s) while
- *                            TRAINRUN_RESTART_COUNT < N
+ *                            TRAINRUN_RESTART_COUNT < N; in the attempt
+ *                            that succeeds every rank works MS ms first
  *   store                    talk to the agent's store: a client with the
  *                            job's secret sets and reads a key, one with a
  *                            wrong secret must be refused
@@ -152,6 +153,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "failing in attempt %d\n", count);
       return 3;
     }
+    if (count >= atoi(argv[2]) && argc >= 5) usleep((useconds_t)atoi(argv[4]) * 1000);
     return 0;
   }
   if (!strcmp(mode, "store")) {
