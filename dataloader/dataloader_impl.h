@@ -144,6 +144,10 @@ typedef struct em__dl_worker_cfg {
   int nslots;
   size_t slot_bytes;        /* 0: sized from the first batch */
   struct em__dl_status *status; /* this worker's status word (shared) */
+  struct em__dl_mbox *mbox;     /* this worker's queues (shared) */
+  _Atomic int *main_sleeping;   /* the pool's flag (shared) */
+  int efd;                  /* eventfd that wakes this worker */
+  int main_efd;             /* eventfd that wakes the main process */
 } em__dl_worker_cfg;
 
 /* Per-worker progress in a shared page, read by the main process when the
@@ -153,6 +157,49 @@ typedef struct em__dl_status {
   _Atomic int64_t sample;  /* -1 none */
   char pad[48];
 } em__dl_status;
+
+/* The mailbox: the common messages travel through shared memory, without
+ * a system call. Each worker has two single-producer single-consumer
+ * queues in a mapping made before the fork: tasks (main -> worker) and
+ * results (worker -> main). A message that does not fit an entry (more
+ * indices than EM_DL_TASK_INLINE, an error text, a file descriptor) goes
+ * over the socket and its place in the queue holds an EM_DL_MSG_MARK
+ * entry, published before the send: the queue alone gives the order. A
+ * side that runs out of work raises its sleeping flag, looks at its queue
+ * once more and sleeps in poll(); the other side, having published,
+ * clears the flag and writes the sleeper's eventfd (sequentially
+ * consistent stores and loads on both sides, so one of them always sees
+ * the other). The socket still carries end-of-file both ways. */
+#define EM_DL_TASK_Q 16     /* task entries per worker */
+#define EM_DL_RESULT_Q 64   /* result entries per worker */
+#define EM_DL_TASK_INLINE 256 /* indices a task entry holds at most */
+
+typedef struct em__dl_result_entry {
+  uint32_t type; /* EM_DL_MSG_BATCH (in its slot), EM_DL_MSG_END or EM_DL_MSG_MARK */
+  int32_t slot;
+  int64_t batch;
+  uint64_t epoch;
+  uint64_t pad;
+} em__dl_result_entry;
+
+typedef struct em__dl_mbox {
+  _Alignas(64) _Atomic uint64_t task_tail; /* main: tasks published */
+  _Alignas(64) _Atomic uint64_t task_head; /* worker: tasks taken */
+  _Atomic int worker_sleeping;
+  _Alignas(64) _Atomic uint64_t res_tail;  /* worker: results published */
+  _Alignas(64) _Atomic uint64_t res_head;  /* main: results taken */
+  _Alignas(64) em__dl_result_entry res[EM_DL_RESULT_Q];
+  /* then EM_DL_TASK_Q task entries (em__dl_task_msg with room for the
+   * pool's inline indices), em__dl_task_stride() bytes apart */
+} em__dl_mbox;
+
+/* Indices inline in a task entry, for batches of batch_size (0: none). */
+static inline int64_t em__dl_task_inline(int64_t batch_size) {
+  return batch_size <= 0 ? 1 : batch_size < EM_DL_TASK_INLINE ? batch_size : EM_DL_TASK_INLINE;
+}
+size_t em__dl_task_stride(int64_t batch_size);
+size_t em__dl_mbox_bytes(int64_t batch_size);
+struct em__dl_task_msg *em__dl_task_entry(struct em__dl_mbox *m, int64_t batch_size, uint64_t i);
 
 /* The worker process body; never returns. */
 _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg);
@@ -165,7 +212,8 @@ enum {
   EM_DL_MSG_BATCH,    /* worker -> main: batch ready (fd attached if one-off) */
   EM_DL_MSG_ERROR,    /* worker -> main: the batch failed */
   EM_DL_MSG_END,      /* worker -> main: iterable exhausted */
-  EM_DL_MSG_FATAL     /* worker -> main: the worker cannot go on; it exits */
+  EM_DL_MSG_FATAL,    /* worker -> main: the worker cannot go on; it exits */
+  EM_DL_MSG_MARK      /* queue entry: the next message is on the socket */
 };
 
 #define EM_DL_TASK_CHUNK 4096 /* indices per task message */

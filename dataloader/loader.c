@@ -16,15 +16,20 @@
  * goes, in whatever thread releases it). The ring mapping is refcounted by
  * its worker and by every held slot, so batches outlive their iterator.
  *
- * Failure detection: every call polls all worker sockets and pidfds
- * without blocking first, and waits in slices of 50 ms, so a worker that
- * died (or closed its socket) is reported by the very next call. */
+ * Messages go through each worker's mailbox (dataloader_impl.h), the rest
+ * over its socket behind a marker.
+ *
+ * Failure detection: every call looks at all worker sockets and pidfds
+ * (at most every CHECK_S while batches keep coming through the mailboxes),
+ * and waits in slices of 50 ms, so a worker that died (or closed its
+ * socket) is reported within milliseconds. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,6 +43,12 @@
 #define WAIT_SLICE_MS 50
 #define SHUTDOWN_GRACE_MS 1000
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* ---- rings (main side) ------------------------------------------------------------------ */
 
 enum { SLOT_FREE, SLOT_INFLIGHT, SLOT_HELD };
@@ -45,6 +56,9 @@ enum { SLOT_FREE, SLOT_INFLIGHT, SLOT_HELD };
 /* How long the main process busy-polls for a batch before sleeping, when
  * the host has a core to spare (see spin_wait). */
 #define DEFAULT_SPIN_S 300e-6
+/* How often a call that finds its batch in a mailbox also polls the
+ * sockets and pidfds for deaths. */
+#define CHECK_S 2e-3
 
 typedef struct dl_ring {
   atomic_int refs;
@@ -113,7 +127,8 @@ static char *map_fd(int fd, size_t len, const char *who) {
 typedef struct dl_worker {
   int id;
   pid_t pid;
-  int sock, pidfd;
+  int sock, pidfd, efd;
+  em__dl_mbox *mbox;
   dl_ring *ring;
   bool exited, eof, exhausted;
   int wstatus;
@@ -137,6 +152,12 @@ typedef struct dl_pool {
   char *broken_msg;
   em__dl_result_msg *rbuf;
   double spin_s; /* busy-poll before sleeping (see spin_wait) */
+  char *shared;  /* the sleeping flag, then the workers' mailboxes */
+  size_t shared_len;
+  _Atomic int *main_sleeping;
+  int main_efd;  /* the workers wake this process through it */
+  int64_t batch_size;
+  double checked; /* when pump last polled the sockets and pidfds */
 } dl_pool;
 
 struct em_dl_loader {
@@ -174,9 +195,12 @@ static void pool_free(dl_pool *p) {
   for (int i = 0; i < p->n; i++) {
     close_registered(&p->w[i].sock);
     close_registered(&p->w[i].pidfd);
+    close_registered(&p->w[i].efd);
     ring_unref(p->w[i].ring);
   }
+  close_registered(&p->main_efd);
   if (p->status) munmap(p->status, p->status_len);
+  if (p->shared) munmap(p->shared, p->shared_len);
   free(p->w);
   free(p->cfg);
   free(p->broken_msg);
@@ -262,12 +286,27 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
   p->status_len = em__dl_align((size_t)n * sizeof(em__dl_status), 4096);
   p->status = mmap(NULL, p->status_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p->status == MAP_FAILED) p->status = NULL;
-  if (!p->w || !p->cfg || !p->rbuf || !p->status) {
+  p->batch_size = o->batch_size;
+  size_t mbox_bytes = em__dl_mbox_bytes(o->batch_size);
+  p->shared_len = em__dl_align(64 + (size_t)n * mbox_bytes, 4096);
+  p->shared = mmap(NULL, p->shared_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p->shared == MAP_FAILED) p->shared = NULL;
+  p->main_efd = -1;
+  if (p->w)
+    for (int i = 0; i < n; i++) p->w[i].sock = p->w[i].pidfd = p->w[i].efd = -1;
+  if (!p->w || !p->cfg || !p->rbuf || !p->status || !p->shared) {
     pool_free(p);
     return EM_FAIL(EM_ERR_NOMEM, "DataLoader: out of memory starting %d workers", n);
   }
+  p->main_sleeping = (_Atomic int *)p->shared;
+  atomic_init(p->main_sleeping, 0);
+  p->main_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->main_efd < 0) {
+    pool_free(p);
+    return EM_FAIL(EM_ERR_IO, "DataLoader: eventfd failed: %s", strerror(errno));
+  }
   for (int i = 0; i < n; i++) {
-    p->w[i].sock = p->w[i].pidfd = -1;
+    p->w[i].mbox = (em__dl_mbox *)(p->shared + 64 + (size_t)i * mbox_bytes);
     p->w[i].id = i;
     atomic_init(&p->status[i].batch, -1);
     atomic_init(&p->status[i].sample, -1);
@@ -286,13 +325,20 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
     }
     w->sock = sv[0];
     em__dl_fd_register(sv[0]);
+    w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->efd < 0) {
+      em__set_error(EM_ERR_IO, "DataLoader: eventfd failed: %s", strerror(errno));
+      close(sv[1]);
+      goto fail;
+    }
     p->cfg[i] = (em__dl_worker_cfg){
         .id = i, .num_workers = n, .seed = base_seed + (uint64_t)i, .parent = getpid(),
         .sock = sv[1], .dataset = l->ds, .iterable = l->iterable, .batch_size = o->batch_size,
         .drop_last = o->drop_last, .collate_fn = o->collate_fn, .collate_ctx = o->collate_ctx,
         .worker_init_fn = o->worker_init_fn, .worker_init_ctx = o->worker_init_ctx,
         .nslots = nslots, .slot_bytes = o->slot_bytes ? em__dl_align(o->slot_bytes, 4096) : 0,
-        .status = &p->status[i]};
+        .status = &p->status[i], .mbox = w->mbox, .main_sleeping = p->main_sleeping,
+        .efd = w->efd, .main_efd = p->main_efd};
     fflush(NULL); /* buffered output must not be written twice */
     if (o->fork_hooks.prepare) o->fork_hooks.prepare(o->fork_hooks.ctx);
     em__dl_fork_lock();
@@ -315,7 +361,9 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
     snprintf(w->name, sizeof w->name, "DataLoader worker %d (pid %d)", i, (int)pid);
     w->pidfd = pidfd_open_(pid);
     if (w->pidfd >= 0) em__dl_fd_register(w->pidfd);
+    em__dl_fd_register(w->efd); /* workers forked later must not keep it */
   }
+  em__dl_fd_register(p->main_efd); /* only this pool's workers keep it */
   return p;
 fail:;
   em_status st = em_last_status();
@@ -558,10 +606,12 @@ protocol:
   pool_fail(p, EM_ERR_STATE, why);
 }
 
-/* Reads every queued message of w without blocking. */
-static void drain(dl_pool *p, em_dl_iter *it, dl_worker *w) {
+/* Reads the socket message a result marker of w stands for; false when
+ * it has not arrived yet or the socket ended (w->eof). */
+static bool recv_marked(dl_pool *p, em_dl_iter *it, dl_worker *w) {
   bool reset_seen = false;
-  while (w->sock >= 0 && !w->eof && !p->broken) {
+  for (;;) {
+    if (w->sock < 0 || w->eof) return false;
     struct iovec iov = {p->rbuf, sizeof *p->rbuf};
     union {
       char buf[CMSG_SPACE(sizeof(int))];
@@ -582,11 +632,11 @@ static void drain(dl_pool *p, em_dl_iter *it, dl_worker *w) {
         continue;
       }
       if (errno != EAGAIN && errno != EWOULDBLOCK) w->eof = true;
-      return;
+      return false;
     }
     if (r == 0) {
       w->eof = true;
-      return;
+      return false;
     }
     int fd = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
@@ -601,15 +651,80 @@ static void drain(dl_pool *p, em_dl_iter *it, dl_worker *w) {
         }
       }
     handle_msg(p, it, w, p->rbuf, (size_t)r, fd);
+    return true;
+  }
+}
+
+/* Takes w's published results in order, without a system call unless
+ * one is a marker. */
+static void take_results(dl_pool *p, em_dl_iter *it, dl_worker *w) {
+  em__dl_mbox *mb = w->mbox;
+  while (!p->broken) {
+    uint64_t head = atomic_load_explicit(&mb->res_head, memory_order_relaxed);
+    if (atomic_load_explicit(&mb->res_tail, memory_order_acquire) == head) return;
+    em__dl_result_entry e = mb->res[head % EM_DL_RESULT_Q];
+    if (e.type == EM_DL_MSG_MARK) {
+      if (!recv_marked(p, it, w)) return; /* not sent yet, or the worker is gone */
+      atomic_store_explicit(&mb->res_head, head + 1, memory_order_release);
+      continue;
+    }
+    atomic_store_explicit(&mb->res_head, head + 1, memory_order_release);
+    em__dl_result_msg *m = p->rbuf;
+    memset(m, 0, offsetof(em__dl_result_msg, text) + 1);
+    m->type = e.type;
+    m->slot = e.slot;
+    m->batch = e.batch;
+    m->epoch = e.epoch;
+    m->sample = -1;
+    handle_msg(p, it, w, m, offsetof(em__dl_result_msg, text) + 1, -1);
+  }
+}
+
+/* Has a live worker published a result not taken yet? A marker counts
+ * only with markers: its message wakes a sleeping poll by itself. */
+static bool results_waiting(const dl_pool *p, bool markers) {
+  for (int i = 0; i < p->n; i++) {
+    const dl_worker *w = &p->w[i];
+    if (w->exited) continue;
+    uint64_t head = atomic_load_explicit(&w->mbox->res_head, memory_order_relaxed);
+    if (atomic_load(&w->mbox->res_tail) != head &&
+        (markers || w->mbox->res[head % EM_DL_RESULT_Q].type != EM_DL_MSG_MARK))
+      return true;
+  }
+  return false;
+}
+
+/* Takes every worker's published results (memory only, but for markers). */
+static void collect(dl_pool *p, em_dl_iter *it) {
+  for (int i = 0; i < p->n && !p->broken; i++)
+    if (!p->w[i].exited) take_results(p, it, &p->w[i]);
+}
+
+/* Takes w's results, then notes end-of-file on its socket. Data on the
+ * socket always has a published marker (the worker publishes first), so
+ * data seen here means one more look at the queue. */
+static void drain(dl_pool *p, em_dl_iter *it, dl_worker *w) {
+  for (int pass = 0; pass < 2 && !p->broken; pass++) {
+    take_results(p, it, w);
+    if (w->sock < 0 || w->eof || p->broken) return;
+    char b;
+    ssize_t r = recv(w->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0 && errno == ECONNRESET) r = recv(w->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      w->eof = true;
+      take_results(p, it, w); /* what it published before it went */
+      return;
+    }
+    if (r < 0) return;
   }
 }
 
 /* Polls every worker for up to timeout_ms; processes messages and deaths.
  * Returns 1 if interrupted by a signal (EINTR), else 0. */
 static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
-  struct pollfd fds[2 * 64];
+  struct pollfd fds[2 * 64 + 1];
   struct pollfd *pf = fds;
-  size_t want = 2 * (size_t)p->n;
+  size_t want = 2 * (size_t)p->n + 1;
   if (want > sizeof fds / sizeof fds[0]) {
     pf = malloc(want * sizeof *pf);
     if (!pf) {
@@ -619,6 +734,7 @@ static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
   }
   int k = 0;
   bool any_nopidfd = false;
+  pf[k++] = (struct pollfd){p->main_efd, POLLIN, 0};
   for (int i = 0; i < p->n && (size_t)k + 2 <= want; i++) {
     dl_worker *w = &p->w[i];
     if (w->exited) continue;
@@ -627,9 +743,22 @@ static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
     else any_nopidfd = true;
   }
   if (any_nopidfd && timeout_ms > WAIT_SLICE_MS) timeout_ms = WAIT_SLICE_MS;
-  int r = k ? poll(pf, (nfds_t)k, timeout_ms) : 0;
+  /* Going to sleep: say so, then look once more (see em__dl_mbox). */
+  bool sleeping = timeout_ms > 0;
+  if (sleeping) {
+    atomic_store(p->main_sleeping, 1);
+    if (results_waiting(p, false)) timeout_ms = 0;
+  }
+  int r = poll(pf, (nfds_t)k, timeout_ms);
   int intr = r < 0 && errno == EINTR;
+  if (sleeping) atomic_store(p->main_sleeping, 0);
+  if (r > 0 && (pf[0].revents & POLLIN)) {
+    uint64_t v;
+    if (read(p->main_efd, &v, sizeof v) < 0) { /* EAGAIN: another read took it */
+    }
+  }
   if (pf != fds) free(pf);
+  p->checked = now_s();
   for (int i = 0; i < p->n && !p->broken; i++) {
     dl_worker *w = &p->w[i];
     if (w->exited) continue;
@@ -657,13 +786,52 @@ static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
   return intr;
 }
 
-/* Sends task t to its worker (slot already chosen). */
-static em_status send_task(em_dl_iter *it, dl_task *t) {
+/* Wakes worker w if it sleeps (see em__dl_mbox). */
+static void wake_worker(dl_worker *w) {
+  if (atomic_load(&w->mbox->worker_sleeping) && atomic_exchange(&w->mbox->worker_sleeping, 0)) {
+    uint64_t one = 1;
+    while (write(w->efd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+/* Room for one more entry in w's task queue? */
+static bool task_room(const dl_worker *w) {
+  const em__dl_mbox *mb = w->mbox;
+  return atomic_load_explicit(&mb->task_tail, memory_order_relaxed) -
+             atomic_load_explicit(&mb->task_head, memory_order_acquire) <
+         EM_DL_TASK_Q;
+}
+
+/* Publishes the next entry of w's task queue (the caller checked room). */
+static void task_publish(dl_worker *w) {
+  em__dl_mbox *mb = w->mbox;
+  atomic_store(&mb->task_tail, atomic_load_explicit(&mb->task_tail, memory_order_relaxed) + 1);
+}
+
+/* Sends task t to its worker (slot already chosen): in its task queue, or
+ * a marker there and the indices over the socket when they do not fit an
+ * entry. *full when the queue has no room (nothing sent; retry later). */
+static em_status send_task(em_dl_iter *it, dl_task *t, bool *full) {
   dl_pool *p = it->pool;
   dl_worker *w = &p->w[t->worker];
+  *full = !task_room(w);
+  if (*full) return EM_OK;
   int64_t total = it->l->iterable ? -1 : t->n, first = 0;
-  do {
-    int64_t cnt = total < 0 ? 0 : total - first;
+  bool inline_ = total <= em__dl_task_inline(p->batch_size);
+  uint64_t tail = atomic_load_explicit(&w->mbox->task_tail, memory_order_relaxed);
+  em__dl_task_msg *e = em__dl_task_entry(w->mbox, p->batch_size, tail);
+  e->type = inline_ ? EM_DL_MSG_TASK : EM_DL_MSG_MARK;
+  e->slot = t->slot;
+  e->batch = t->batch;
+  e->epoch = p->epoch;
+  e->n = total;
+  e->first = 0;
+  e->count = inline_ && total > 0 ? total : 0;
+  if (e->count) memcpy(e->indices, t->idx, (size_t)total * sizeof(int64_t));
+  task_publish(w);
+  while (!inline_ && first < total) {
+    int64_t cnt = total - first;
     if (cnt > EM_DL_TASK_CHUNK) cnt = EM_DL_TASK_CHUNK;
     em__dl_task_msg *m = it->sbuf;
     m->type = EM_DL_MSG_TASK;
@@ -673,30 +841,32 @@ static em_status send_task(em_dl_iter *it, dl_task *t) {
     m->n = total;
     m->first = first;
     m->count = cnt;
-    if (cnt) memcpy(m->indices, t->idx + first, (size_t)cnt * sizeof(int64_t));
+    memcpy(m->indices, t->idx + first, (size_t)cnt * sizeof(int64_t));
     size_t len = sizeof *m + (size_t)cnt * sizeof(int64_t);
-    for (;;) {
-      ssize_t r = send(w->sock, m, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (r >= 0) break;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        /* The worker has not read its queue yet: wait, watching for death. */
-        struct pollfd q = {w->sock, POLLOUT, 0};
-        poll(&q, 1, WAIT_SLICE_MS);
-        pump(p, it, 0);
-        if (p->broken) return fail_from_pool(it);
-        continue;
-      }
-      pump(p, it, WAIT_SLICE_MS); /* EPIPE: it died; find out how */
-      if (!p->broken) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s: its socket failed: %s", w->name, strerror(errno));
-        pool_fail(p, EM_ERR_STATE, msg);
-      }
-      return fail_from_pool(it);
+    ssize_t r = send(w->sock, m, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r >= 0) {
+      first += cnt;
+      continue;
     }
-    first += cnt;
-  } while (first < total);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      /* The worker has not read its socket yet: wait, watching for death. */
+      wake_worker(w);
+      struct pollfd q = {w->sock, POLLOUT, 0};
+      poll(&q, 1, WAIT_SLICE_MS);
+      pump(p, it, 0);
+      if (p->broken) return fail_from_pool(it);
+      continue;
+    }
+    pump(p, it, WAIT_SLICE_MS); /* EPIPE: it died; find out how */
+    if (!p->broken) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "%s: its socket failed: %s", w->name, strerror(errno));
+      pool_fail(p, EM_ERR_STATE, msg);
+    }
+    return fail_from_pool(it);
+  }
+  wake_worker(w);
   t->state = T_SENT;
   w->inflight++;
   return EM_OK;
@@ -724,13 +894,23 @@ static em_status flush_pending(em_dl_iter *it) {
     dl_task *t = task_of(it, b);
     if (t->state != T_PENDING || blocked[t->worker]) continue;
     dl_worker *w = &p->w[t->worker];
+    if (!task_room(w)) { /* it has plenty queued: later */
+      blocked[t->worker] = true;
+      continue;
+    }
     int s = free_slot(w->ring);
     if (s < 0 && b != it->rcvd_idx) {
       blocked[t->worker] = true;
       continue;
     }
     t->slot = s;
-    st = send_task(it, t);
+    bool full;
+    st = send_task(it, t, &full);
+    if (full) { /* cannot happen after task_room; keep the slot free */
+      slot_set(w->ring, s, SLOT_FREE);
+      t->slot = -1;
+      blocked[t->worker] = true;
+    }
   }
   if (blocked != blocked_small) free(blocked);
   return st;
@@ -856,21 +1036,20 @@ static em_status wait_interrupt(em_dl_iter *it) {
   return st;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Waiting for task t: while the host has a core for every worker and for
- * this process, poll without sleeping for up to p->spin_s first. A batch
+ * this process, wait without sleeping for up to p->spin_s first. A batch
  * that arrives meanwhile then costs no wake-up on either side (a sleeping
  * poll costs one per batch, which on a VM is as dear as the sends
- * themselves). Returns true when t is no longer pending. */
+ * themselves). The spin reads only the mailboxes; deaths are noticed by
+ * the sleeping poll after it. Returns true when t is no longer pending. */
 static bool spin_wait(dl_pool *p, em_dl_iter *it, dl_task *t) {
   if (p->spin_s <= 0 || t->state != T_SENT) return false;
   double end = now_s() + p->spin_s;
-  while (t->state == T_SENT && !p->broken && now_s() < end) pump(p, it, 0);
+  for (;;) {
+    if (results_waiting(p, true)) collect(p, it);
+    else em__cpu_relax();
+    if (t->state != T_SENT || p->broken || now_s() >= end) break;
+  }
   return t->state != T_SENT || p->broken;
 }
 
@@ -884,7 +1063,8 @@ static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
     it->deferred_msg = NULL;
     return st;
   }
-  pump(p, it, 0);
+  collect(p, it);
+  if (now_s() - p->checked >= CHECK_S) pump(p, it, 0);
   if (p->broken) return fail_from_pool(it);
   double deadline = it->l->o.timeout > 0 ? now_s() + it->l->o.timeout : 0;
   for (;;) {
@@ -1178,14 +1358,21 @@ em_dl_iter *em_dl_loader_iter(em_dl_loader *l) {
         em__set_error(st, "%s", msg);
         goto fail;
       }
-      for (int i = 0; i < p->n; i++) {
+      for (int i = 0; i < p->n && !p->broken; i++) {
         dl_worker *w = &p->w[i];
         w->exhausted = false;
-        em__dl_task_msg m = {0};
-        m.type = EM_DL_MSG_RESET;
-        m.epoch = p->epoch;
-        while (send(w->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+        while (!task_room(w) && !p->broken) { /* it is still busy with the last pass's tasks */
+          pump(p, NULL, WAIT_SLICE_MS);
+          if (o->check_interrupt && o->check_interrupt(o->interrupt_ctx)) goto fail;
         }
+        if (p->broken) break;
+        uint64_t tail = atomic_load_explicit(&w->mbox->task_tail, memory_order_relaxed);
+        em__dl_task_msg *e = em__dl_task_entry(w->mbox, p->batch_size, tail);
+        memset(e, 0, sizeof *e);
+        e->type = EM_DL_MSG_RESET;
+        e->epoch = p->epoch;
+        task_publish(w);
+        wake_worker(w);
       }
     } else {
       it->pool = pool_start(l, seed);

@@ -1,10 +1,13 @@
 /* The worker process: its main loop, its ring, and the fd registry that
  * keeps workers from inheriting each other's sockets.
  *
- * A worker is fork()ed by the main process (loader.c) and talks to it over
+ * A worker is fork()ed by the main process (loader.c) and talks to it
+ * through its mailbox (dataloader_impl.h: two queues in shared memory) and
  * one SOCK_SEQPACKET socketpair: tasks in (batch number, target slot,
  * sample indices), results out (batch ready / error / end of stream), file
- * descriptors of shared segments attached with SCM_RIGHTS. The worker owns
+ * descriptors of shared segments attached with SCM_RIGHTS on the socket. A
+ * batch that lands in its slot costs no system call on either side while
+ * both are awake. The worker owns
  * a ring of nslots slots in one shared segment that it creates itself,
  * sized from its first batch unless slot_bytes was given, and hands to the
  * main process once. It writes every batch straight into the slot the main
@@ -72,6 +75,21 @@ void em__dl_fork_child_close_fds(void) {
   pthread_mutex_init(&reg_mu, NULL); /* the parent's lock was held across fork */
 }
 
+/* ---- the mailbox layout (both sides) ---- */
+
+size_t em__dl_task_stride(int64_t batch_size) {
+  size_t inline_n = (size_t)em__dl_task_inline(batch_size);
+  return em__dl_align(sizeof(em__dl_task_msg) + inline_n * sizeof(int64_t), 64);
+}
+
+size_t em__dl_mbox_bytes(int64_t batch_size) {
+  return em__dl_align(sizeof(em__dl_mbox) + EM_DL_TASK_Q * em__dl_task_stride(batch_size), 64);
+}
+
+em__dl_task_msg *em__dl_task_entry(em__dl_mbox *m, int64_t batch_size, uint64_t i) {
+  return (em__dl_task_msg *)((char *)(m + 1) + (i % EM_DL_TASK_Q) * em__dl_task_stride(batch_size));
+}
+
 /* ---- the worker ------------------------------------------------------------------------------ */
 
 typedef struct wk {
@@ -99,9 +117,9 @@ static _Noreturn void wk_exit(int code) {
   _exit(code);
 }
 
-/* Sends msg (text trimmed) with an optional fd; the main process gone
- * means we are done. */
-static void wk_send(wk *w, int fd) {
+/* Sends msg (text trimmed) with an optional fd over the socket; the main
+ * process gone means we are done. */
+static void wk_sock_send(wk *w, int fd) {
   size_t len = offsetof(em__dl_result_msg, text) + strnlen(w->msg.text, EM_DL_TEXT_MAX - 1) + 1;
   w->msg.text[EM_DL_TEXT_MAX - 1] = '\0';
   struct iovec iov = {&w->msg, len};
@@ -128,6 +146,55 @@ static void wk_send(wk *w, int fd) {
     if (errno == EINTR) continue;
     wk_exit(0); /* EPIPE / ECONNRESET: the main process went away */
   }
+}
+
+/* The main process closed its end: leave now. Asked between samples, it
+ * looks at the socket every HANGUP_CHECK_NS of work (a clock read costs
+ * nanoseconds, a poll a system call), so a long batch stops soon after
+ * the iterator is dropped. */
+#define HANGUP_CHECK_NS 10000000LL
+static void wk_check_hangup(wk *w) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+  if (now - w->hangup_checked < HANGUP_CHECK_NS) return;
+  w->hangup_checked = now;
+  struct pollfd p = {w->cfg->sock, POLLRDHUP, 0};
+  if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) wk_exit(0);
+}
+
+/* Wakes the main process if it sleeps (see em__dl_mbox). */
+static void wk_wake_main(wk *w) {
+  const em__dl_worker_cfg *c = w->cfg;
+  if (atomic_load(c->main_sleeping) && atomic_exchange(c->main_sleeping, 0)) {
+    uint64_t one = 1;
+    while (write(c->main_efd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+/* Reports w->msg: in the result queue when it fits an entry, else over
+ * the socket behind a marker. Waits while the queue is full (the main
+ * process holds EM_DL_RESULT_Q results unread). */
+static void wk_send(wk *w, int fd) {
+  const em__dl_worker_cfg *c = w->cfg;
+  em__dl_mbox *mb = c->mbox;
+  uint64_t tail = atomic_load_explicit(&mb->res_tail, memory_order_relaxed);
+  while (tail - atomic_load_explicit(&mb->res_head, memory_order_acquire) >= EM_DL_RESULT_Q) {
+    wk_wake_main(w);
+    if (getppid() != c->parent) wk_exit(0);
+    wk_check_hangup(w);
+    struct timespec nap = {0, 200 * 1000};
+    nanosleep(&nap, NULL);
+  }
+  bool inline_ = fd < 0 && !w->msg.text[0] &&
+                 (w->msg.type == EM_DL_MSG_BATCH || w->msg.type == EM_DL_MSG_END);
+  em__dl_result_entry *e = &mb->res[tail % EM_DL_RESULT_Q];
+  *e = (em__dl_result_entry){inline_ ? w->msg.type : EM_DL_MSG_MARK, w->msg.slot, w->msg.batch,
+                             w->msg.epoch, 0};
+  atomic_store(&mb->res_tail, tail + 1);
+  if (!inline_) wk_sock_send(w, fd);
+  wk_wake_main(w);
 }
 
 static void wk_result(wk *w, uint32_t type, int32_t slot, int64_t batch) {
@@ -181,21 +248,6 @@ static em_status wk_make_ring(wk *w, size_t slot_bytes) {
   wk_send(w, fd);
   close(fd);
   return EM_OK;
-}
-
-/* The main process closed its end: leave now. Asked between samples, it
- * looks at the socket every HANGUP_CHECK_NS of work (a clock read costs
- * nanoseconds, a poll a system call), so a long batch stops soon after
- * the iterator is dropped. */
-#define HANGUP_CHECK_NS 10000000LL
-static void wk_check_hangup(wk *w) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-  if (now - w->hangup_checked < HANGUP_CHECK_NS) return;
-  w->hangup_checked = now;
-  struct pollfd p = {w->cfg->sock, POLLRDHUP, 0};
-  if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) wk_exit(0);
 }
 
 static em_status wk_grow_samples(wk *w, int64_t n) {
@@ -354,11 +406,10 @@ static void wk_iter_restart(wk *w) {
   w->iter_live = true;
 }
 
-/* Blocks for the next message; exits on EOF or when orphaned. */
-static ssize_t wk_recv(wk *w) {
+/* Blocks for the next message on the socket; exits on EOF or when
+ * orphaned. */
+static ssize_t wk_sock_recv(wk *w) {
   const em__dl_worker_cfg *c = w->cfg;
-  /* the next task is usually queued already (prefetch): take it without
-   * a poll */
   ssize_t q = recv(c->sock, w->rbuf, w->rbuf_len, MSG_TRUNC | MSG_DONTWAIT);
   if (q > 0 && (size_t)q <= w->rbuf_len) return q;
   if (q == 0) wk_exit(0);
@@ -377,6 +428,60 @@ static ssize_t wk_recv(wk *w) {
     }
     if ((size_t)n > w->rbuf_len) wk_exit(2); /* protocol error: cannot happen */
     return n;
+  }
+}
+
+/* Sleeps until the main process publishes a task (its eventfd), closes
+ * the socket, or a second passes; exits when orphaned. */
+static void wk_sleep(wk *w, uint64_t head) {
+  const em__dl_worker_cfg *c = w->cfg;
+  em__dl_mbox *mb = c->mbox;
+  atomic_store(&mb->worker_sleeping, 1);
+  if (atomic_load(&mb->task_tail) != head) {
+    atomic_store(&mb->worker_sleeping, 0);
+    return;
+  }
+  struct pollfd p[2] = {{c->sock, POLLIN | POLLRDHUP, 0}, {c->efd, POLLIN, 0}};
+  int r = poll(p, 2, 1000);
+  atomic_store(&mb->worker_sleeping, 0);
+  if (r < 0 && errno != EINTR) wk_exit(1);
+  if (getppid() != c->parent) wk_exit(0);
+  if (r <= 0) return;
+  if (p[1].revents & POLLIN) {
+    uint64_t v;
+    if (read(c->efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR) wk_exit(1);
+  }
+  if (p[0].revents & (POLLHUP | POLLRDHUP | POLLERR)) wk_exit(0);
+  if (p[0].revents & POLLIN) {
+    char b;
+    /* data is only ever sent behind a published marker: this is EOF, or
+     * a marker this thread will see on its next look */
+    if (recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) wk_exit(0);
+  }
+}
+
+/* The next message from the main process, into w->rbuf: from the task
+ * queue, or from the socket when the queue holds a marker. Blocks. */
+static ssize_t wk_recv(wk *w) {
+  const em__dl_worker_cfg *c = w->cfg;
+  em__dl_mbox *mb = c->mbox;
+  for (;;) {
+    uint64_t head = atomic_load_explicit(&mb->task_head, memory_order_relaxed);
+    if (atomic_load_explicit(&mb->task_tail, memory_order_acquire) == head) {
+      wk_sleep(w, head);
+      continue;
+    }
+    const em__dl_task_msg *e = em__dl_task_entry(mb, c->batch_size, head);
+    if (e->type == EM_DL_MSG_MARK) {
+      atomic_store_explicit(&mb->task_head, head + 1, memory_order_release);
+      return wk_sock_recv(w);
+    }
+    int64_t cnt = e->count;
+    if (cnt < 0 || cnt > em__dl_task_inline(c->batch_size)) wk_exit(2); /* cannot happen */
+    size_t len = sizeof *e + (size_t)cnt * sizeof(int64_t);
+    memcpy(w->rbuf, e, len);
+    atomic_store_explicit(&mb->task_head, head + 1, memory_order_release);
+    return (ssize_t)len;
   }
 }
 
@@ -424,7 +529,7 @@ _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg) {
         if (!ni) {
           /* drain the rest of the task, then report */
           for (int64_t have = m->count; have < total;) {
-            wk_recv(&w);
+            wk_sock_recv(&w);
             have += ((em__dl_task_msg *)w.rbuf)->count;
           }
           wk_error(&w, EM_DL_MSG_ERROR, batch, slot, -1, EM_ERR_NOMEM,
@@ -441,7 +546,7 @@ _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg) {
         memcpy(w.idx + t->first, t->indices, (size_t)t->count * sizeof(int64_t));
         have += t->count;
         if (have >= total) break;
-        wk_recv(&w);
+        wk_sock_recv(&w); /* the rest of a task follows its first part */
       }
     }
     wk_task(&w, batch, slot, total);

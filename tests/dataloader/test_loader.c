@@ -325,6 +325,89 @@ EM_TEST(in_order_delivery_with_uneven_workers) {
   em_dl_dataset_release(d);
 }
 
+/* ---- the mailbox's other paths ---------------------------------------------------------- */
+
+/* Sample i: the scalar i, after a nap of nap_us. */
+typedef struct {
+  int64_t n;
+  int nap_us;
+} idx_ds;
+static int64_t idx_len(void *ctx) { return ((idx_ds *)ctx)->n; }
+static em_status idx_get(void *ctx, int64_t i, em_dl_sample *out) {
+  if (((idx_ds *)ctx)->nap_us) usleep((useconds_t)((idx_ds *)ctx)->nap_us);
+  return em_dl_sample_push(out, em_tensor_scalar(em_scalar_int(i), EM_INT64));
+}
+
+/* Batches 0.. of size bs over 0..n-1 in order, while the caller sleeps
+ * nap_us before every batch from first_nap on. */
+static void check_index_batches(em_dl_loader *l, int64_t n, int64_t bs, int64_t first_nap,
+                                int nap_us, int64_t stop) {
+  em_dl_iter *it = em_dl_loader_iter(l);
+  ASSERT_NOTNULL(it);
+  int64_t next = 0, k = 0;
+  for (;;) {
+    if (k >= first_nap && nap_us) usleep((useconds_t)nap_us);
+    if (stop >= 0 && k == stop) break;
+    em_dl_batch b;
+    bool done;
+    ASSERT_OK(em_dl_iter_next(it, &b, &done));
+    if (done) break;
+    ASSERT_EQ(b.index, k);
+    int64_t m = em_tensor_size(b.t[0], 0);
+    ASSERT_EQ(m, next + bs <= n ? bs : n - next);
+    const int64_t *v = em_tensor_data(b.t[0]);
+    for (int64_t r = 0; r < m; r++) ASSERT_EQ(v[r], next + r);
+    next += m;
+    k++;
+    em_dl_batch_release(&b);
+  }
+  em_dl_iter_destroy(it);
+  if (stop < 0) ASSERT_EQ(next, n);
+}
+
+/* Tasks too big for a queue entry (over EM_DL_TASK_INLINE indices) go
+ * over the socket behind a marker, in parts above EM_DL_TASK_CHUNK; more
+ * tasks than the queue holds wait in the main process; a caller that
+ * stops reading lets results pile up past the result queue. */
+EM_TEST(mailbox_markers_and_full_queues) {
+  idx_ds big = {10000, 0}, small = {400, 0}, slow = {60, 1000};
+  int64_t n = big.n;
+  static const em_dl_dataset_ops ops = {.name = "Index", .len = idx_len, .get = idx_get};
+  em_dl_dataset *d = em_dl_dataset_create(&ops, &big);
+  /* 300 and 5000 indices per task: one message, and two parts */
+  for (int64_t bs = 300; bs <= 5000; bs += 4700) {
+    em_dl_loader *l = make_loader(d, 1, bs, false, false, NULL);
+    ASSERT_NOTNULL(l);
+    check_index_batches(l, n, bs, 0, 0, -1);
+    em_dl_loader_destroy(l);
+  }
+  /* prefetch 100 > EM_DL_TASK_Q tasks; a sleepy caller: > EM_DL_RESULT_Q
+   * results wait for it */
+  em_dl_dataset *d2 = em_dl_dataset_create(&ops, &small);
+  em_dl_loader_options o;
+  em_dl_loader_options_init(&o);
+  o.batch_size = 2;
+  o.num_workers = 1;
+  o.prefetch_factor = 100;
+  em_dl_loader *l = em_dl_loader_create(d2, &o);
+  ASSERT_NOTNULL(l);
+  check_index_batches(l, small.n, 2, 1, 20000, 5); /* stops early: the rest in flight */
+  check_index_batches(l, small.n, 2, 0, 0, -1);
+  em_dl_loader_destroy(l);
+  em_dl_dataset_release(d2);
+  /* persistent workers: a new pass while the last one's tasks (1 ms a
+   * sample) still fill the queue */
+  em_dl_dataset *d3 = em_dl_dataset_create(&ops, &slow);
+  o.persistent_workers = true;
+  o.prefetch_factor = 40;
+  l = em_dl_loader_create(d3, &o);
+  ASSERT_NOTNULL(l);
+  for (int pass = 0; pass < 3; pass++) check_index_batches(l, slow.n, 2, 0, 0, pass < 2 ? 1 : -1);
+  em_dl_loader_destroy(l);
+  em_dl_dataset_release(d3);
+  em_dl_dataset_release(d);
+}
+
 /* ---- seeding and worker_init_fn ------------------------------------------------------ */
 
 /* Sample i: (i, 3 uniform draws from the default generator, worker id). */
