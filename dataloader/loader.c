@@ -131,6 +131,7 @@ typedef struct dl_worker {
   em__dl_mbox *mbox;
   dl_ring *ring;
   bool exited, eof, exhausted;
+  bool retired; /* no work left for it: its socket closed, it is leaving */
   int wstatus;
   bool have_status;
   int inflight, stale;
@@ -158,6 +159,7 @@ typedef struct dl_pool {
   int main_efd;  /* the workers wake this process through it */
   int64_t batch_size;
   double checked; /* when pump last polled the sockets and pidfds */
+  bool outgrown;  /* a batch did not fit its slot */
 } dl_pool;
 
 struct em_dl_loader {
@@ -169,6 +171,7 @@ struct em_dl_loader {
   em_dl_sampler *isampler; /* no batching: the index sampler */
   dl_pool *pool;           /* persistent workers */
   bool iter_active;
+  size_t learned_slot;     /* auto slot size that served the last whole pass */
 };
 
 static void loader_unref(em_dl_loader *l);
@@ -209,7 +212,8 @@ static void pool_free(dl_pool *p) {
 }
 
 /* Stops every worker: EOF on its socket (idle workers leave at once, busy
- * ones within 16 samples), SIGKILL after the grace period, always reaped. */
+ * ones within 10 ms of work), SIGKILL after the grace period, always
+ * reaped. */
 static void pool_shutdown(dl_pool *p) {
   if (!p) return;
   for (int i = 0; i < p->n; i++) close_registered(&p->w[i].sock);
@@ -240,8 +244,17 @@ static void pool_shutdown(dl_pool *p) {
       }
       break;
     }
-    struct timespec nap = {0, 2 * 1000 * 1000};
-    nanosleep(&nap, NULL);
+    /* until one of them exits (its pidfd turns readable); every 2 ms
+     * where one has no pidfd */
+    struct pollfd pf[64];
+    int k = 0, wait_ms = (int)(SHUTDOWN_GRACE_MS - ms) + 1;
+    for (int i = 0; i < p->n; i++) {
+      dl_worker *w = &p->w[i];
+      if (w->exited || w->pid <= 0) continue;
+      if (w->pidfd >= 0 && k < 64) pf[k++] = (struct pollfd){w->pidfd, POLLIN, 0};
+      else wait_ms = 2;
+    }
+    poll(pf, (nfds_t)k, wait_ms);
   }
   pool_free(p);
 }
@@ -336,7 +349,8 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
         .sock = sv[1], .dataset = l->ds, .iterable = l->iterable, .batch_size = o->batch_size,
         .drop_last = o->drop_last, .collate_fn = o->collate_fn, .collate_ctx = o->collate_ctx,
         .worker_init_fn = o->worker_init_fn, .worker_init_ctx = o->worker_init_ctx,
-        .nslots = nslots, .slot_bytes = o->slot_bytes ? em__dl_align(o->slot_bytes, 4096) : 0,
+        .nslots = nslots,
+        .slot_bytes = o->slot_bytes ? em__dl_align(o->slot_bytes, 4096) : l->learned_slot,
         .status = &p->status[i], .mbox = w->mbox, .main_sleeping = p->main_sleeping,
         .efd = w->efd, .main_efd = p->main_efd};
     fflush(NULL); /* buffered output must not be written twice */
@@ -567,6 +581,7 @@ static void handle_msg(dl_pool *p, em_dl_iter *it, dl_worker *w, const em__dl_re
   w->inflight--;
   if (m->type == EM_DL_MSG_BATCH) {
     if (fd >= 0) { /* a one-off segment; the assigned slot stayed unused */
+      if (t->slot >= 0) p->outgrown = true;
       char *base = map_fd(fd, (size_t)m->bytes, w->name);
       close(fd);
       fd = -1;
@@ -685,7 +700,7 @@ static void take_results(dl_pool *p, em_dl_iter *it, dl_worker *w) {
 static bool results_waiting(const dl_pool *p, bool markers) {
   for (int i = 0; i < p->n; i++) {
     const dl_worker *w = &p->w[i];
-    if (w->exited) continue;
+    if (w->exited || w->retired) continue;
     uint64_t head = atomic_load_explicit(&w->mbox->res_head, memory_order_relaxed);
     if (atomic_load(&w->mbox->res_tail) != head &&
         (markers || w->mbox->res[head % EM_DL_RESULT_Q].type != EM_DL_MSG_MARK))
@@ -697,7 +712,7 @@ static bool results_waiting(const dl_pool *p, bool markers) {
 /* Takes every worker's published results (memory only, but for markers). */
 static void collect(dl_pool *p, em_dl_iter *it) {
   for (int i = 0; i < p->n && !p->broken; i++)
-    if (!p->w[i].exited) take_results(p, it, &p->w[i]);
+    if (!p->w[i].exited && !p->w[i].retired) take_results(p, it, &p->w[i]);
 }
 
 /* Takes w's results, then notes end-of-file on its socket. Data on the
@@ -737,7 +752,7 @@ static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
   pf[k++] = (struct pollfd){p->main_efd, POLLIN, 0};
   for (int i = 0; i < p->n && (size_t)k + 2 <= want; i++) {
     dl_worker *w = &p->w[i];
-    if (w->exited) continue;
+    if (w->exited || w->retired) continue;
     pf[k++] = (struct pollfd){w->sock, POLLIN, 0};
     if (w->pidfd >= 0) pf[k++] = (struct pollfd){w->pidfd, POLLIN, 0};
     else any_nopidfd = true;
@@ -761,7 +776,7 @@ static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
   p->checked = now_s();
   for (int i = 0; i < p->n && !p->broken; i++) {
     dl_worker *w = &p->w[i];
-    if (w->exited) continue;
+    if (w->exited || w->retired) continue;
     drain(p, it, w);
     if (p->broken) break;
     bool gone = w->eof;
@@ -1022,6 +1037,15 @@ static void task_clear(dl_task *t) {
 static void iter_finish(em_dl_iter *it) {
   it->finished = true;
   if (it->pool && it->owns_pool) {
+    /* The next pass's workers make their rings at once, while this
+     * process draws the sampler's order, instead of after their first
+     * batch (auto slot size only; a batch that outgrew its slot starts
+     * the sizing over). */
+    dl_pool *p = it->pool;
+    size_t learned = 0;
+    for (int i = 0; i < p->n; i++)
+      if (p->w[i].ring && p->w[i].ring->slot_bytes > learned) learned = p->w[i].ring->slot_bytes;
+    if (!it->l->o.slot_bytes) it->l->learned_slot = p->outgrown ? 0 : learned;
     pool_shutdown(it->pool);
     it->pool = NULL;
   }
@@ -1051,6 +1075,25 @@ static bool spin_wait(dl_pool *p, em_dl_iter *it, dl_task *t) {
     if (t->state != T_SENT || p->broken || now_s() >= end) break;
   }
   return t->state != T_SENT || p->broken;
+}
+
+/* Lets the workers of an owned pool that have nothing left to do (the
+ * sampler is done, or their stream is, and all their results are in)
+ * leave now, while the caller still works on the last batches, instead
+ * of at the end of the pass. */
+static void retire_finished(em_dl_iter *it) {
+  dl_pool *p = it->pool;
+  if (!it->owns_pool) return;
+  for (int i = 0; i < p->n; i++) {
+    dl_worker *w = &p->w[i];
+    if (w->retired || w->exited || w->inflight || !(it->src_done || w->exhausted)) continue;
+    bool pending = false;
+    for (int64_t b = it->rcvd_idx; b < it->send_idx && !pending; b++)
+      pending = task_of(it, b)->worker == i && task_of(it, b)->state == T_PENDING;
+    if (pending) continue;
+    w->retired = true;
+    close_registered(&w->sock);
+  }
 }
 
 static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
@@ -1092,6 +1135,7 @@ static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
           it->deferred = em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
           it->deferred_msg = strdup(em_last_error());
         }
+        if (!st && it->src_done) retire_finished(it);
         return st;
       }
       dl_worker *w = &p->w[t->worker];
