@@ -579,6 +579,42 @@ static const char *work_label(const em_work *w, char *buf, size_t size) {
   return buf;
 }
 
+static void run_work(em_pg *pg, em_work *w);
+
+/* A caller about to block on a work that has not started runs it itself,
+ * as an inline collective would: no hand-over to the progress thread and
+ * back, and a thread that may spin (the progress thread never does). Only
+ * the queue's head while nothing runs, without callbacks, and only for a
+ * caller that would wait as long as the work may take. True if it ran w. */
+static bool run_if_idle(em_work *w, int64_t wait_deadline) {
+  em_pg *pg = w->pg;
+  if (!pg || w->c.deadline_ms > wait_deadline) return false;
+  /* callbacks run on the progress thread (em_work_then): such a work
+   * stays there */
+  pthread_mutex_lock(&w->mu);
+  bool cbs = w->ncbs > 0;
+  pthread_mutex_unlock(&w->mu);
+  if (cbs) return false;
+  pthread_mutex_lock(&pg->mu);
+  if (pg->qhead != w || pg->running) {
+    pthread_mutex_unlock(&pg->mu);
+    return false;
+  }
+  pg->qhead = w->next;
+  if (!pg->qhead) pg->qtail = NULL;
+  w->next = NULL;
+  pg->running = true;
+  pthread_mutex_unlock(&pg->mu);
+  run_work(pg, w);
+  em_work_release(w); /* the queue's reference; the caller holds its own */
+  pthread_mutex_lock(&pg->mu);
+  pg->running = false;
+  /* a needless wake-up would let the progress thread take the next one */
+  if (pg->qhead || pg->stopping) pthread_cond_broadcast(&pg->cv);
+  pthread_mutex_unlock(&pg->mu);
+  return true;
+}
+
 em_status em_work_wait(em_work *w, int64_t timeout_ms) {
   if (!w) return em__set_error(EM_ERR_INVALID, "work_wait: work is NULL");
   if (timeout_ms < 0 && timeout_ms != EM_PG_DEFAULT_TIMEOUT)
@@ -593,6 +629,7 @@ em_status em_work_wait(em_work *w, int64_t timeout_ms) {
   } else {
     deadline = now + timeout_ms;
   }
+  run_if_idle(w, deadline);
   if (wait_done(w, deadline)) return work_result(w);
   /* timed out: the ranks may be out of step, so the group cannot go on */
   em_pg *pg = w->pg;
@@ -921,7 +958,7 @@ static em_work *submit(em_pg *pg, em_work *w, int64_t timeout) {
     run_work(pg, w);
     pthread_mutex_lock(&pg->mu);
     pg->running = false;
-    if (pg->qhead) pthread_cond_broadcast(&pg->cv);
+    if (pg->qhead || pg->stopping) pthread_cond_broadcast(&pg->cv);
     pthread_mutex_unlock(&pg->mu);
     return w;
   }

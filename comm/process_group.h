@@ -163,7 +163,9 @@ EM_API bool em_work_is_completed(em_work *w);
  * in em_last_error()), EM_ERR_STATE while pending. */
 EM_API em_status em_work_status(em_work *w);
 /* Runs cb(w, ctx) once when the work completes (at once, on this thread,
- * if it already has); on the progress thread otherwise: keep it short. */
+ * if it already has); on the progress thread otherwise: keep it short. (A
+ * work without callbacks may run on the thread that waits for it; a
+ * callback added by another thread while it runs then runs there.) */
 EM_API em_status em_work_then(em_work *w, void (*cb)(em_work *w, void *ctx), void *ctx);
 EM_API em_work *em_work_retain(em_work *w);
 EM_API void em_work_release(em_work *w);
