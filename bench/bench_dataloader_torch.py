@@ -105,8 +105,7 @@ def run(ds, workers, epochs):
             if b % 128 == 0 or b == nb - 1:  # the memory probes are not timed
                 p0, pc0 = time.perf_counter(), time.process_time()
                 pss_mb = max(pss_mb, tree_mb(pids, False))
-                if b == nb - 1:
-                    hwm_mb = max(hwm_mb, tree_mb(pids, True))
+                hwm_mb = max(hwm_mb, tree_mb(pids, True))
                 probe += time.perf_counter() - p0
                 probe_cpu += time.process_time() - pc0
         del it  # shuts the workers down (joined: their CPU time is counted)
