@@ -581,6 +581,24 @@ static const char *work_label(const em_work *w, char *buf, size_t size) {
 
 static void run_work(em_pg *pg, em_work *w);
 
+/* Takes the queue's head and marks the group running (pg->mu held). */
+static em_work *take_head(em_pg *pg) {
+  em_work *w = pg->qhead;
+  pg->qhead = w->next;
+  if (!pg->qhead) pg->qtail = NULL;
+  w->next = NULL;
+  pg->running = true;
+  return w;
+}
+
+/* Marks the group idle (pg->mu held) and wakes the progress thread only
+ * when it has something to do: a needless wake-up would let it take the
+ * next work from a caller about to run it. */
+static void end_run(em_pg *pg) {
+  pg->running = false;
+  if (pg->qhead || pg->stopping) pthread_cond_broadcast(&pg->cv);
+}
+
 /* A caller about to block on a work that has not started runs it itself,
  * as an inline collective would: no hand-over to the progress thread and
  * back, and a thread that may spin (the progress thread never does). Only
@@ -600,17 +618,12 @@ static bool run_if_idle(em_work *w, int64_t wait_deadline) {
     pthread_mutex_unlock(&pg->mu);
     return false;
   }
-  pg->qhead = w->next;
-  if (!pg->qhead) pg->qtail = NULL;
-  w->next = NULL;
-  pg->running = true;
+  take_head(pg);
   pthread_mutex_unlock(&pg->mu);
   run_work(pg, w);
   em_work_release(w); /* the queue's reference; the caller holds its own */
   pthread_mutex_lock(&pg->mu);
-  pg->running = false;
-  /* a needless wake-up would let the progress thread take the next one */
-  if (pg->qhead || pg->stopping) pthread_cond_broadcast(&pg->cv);
+  end_run(pg);
   pthread_mutex_unlock(&pg->mu);
   return true;
 }
@@ -911,17 +924,12 @@ static void *progress_main(void *arg) {
       if (pg->stopping && !pg->qhead && !pg->running) goto out;
       pthread_cond_wait(&pg->cv, &pg->mu);
     }
-    em_work *w = pg->qhead;
-    pg->qhead = w->next;
-    if (!pg->qhead) pg->qtail = NULL;
-    w->next = NULL;
-    pg->running = true;
+    em_work *w = take_head(pg);
     pthread_mutex_unlock(&pg->mu);
     run_work(pg, w);
     em_work_release(w); /* the queue's reference */
     pthread_mutex_lock(&pg->mu);
-    pg->running = false;
-    pthread_cond_broadcast(&pg->cv);
+    pg->running = false; /* this thread is the only waiter: it looks again */
   }
 out:;
   bool owns = pg->thread_owns;
@@ -957,8 +965,7 @@ static em_work *submit(em_pg *pg, em_work *w, int64_t timeout) {
     pthread_mutex_unlock(&pg->mu);
     run_work(pg, w);
     pthread_mutex_lock(&pg->mu);
-    pg->running = false;
-    if (pg->qhead || pg->stopping) pthread_cond_broadcast(&pg->cv);
+    end_run(pg);
     pthread_mutex_unlock(&pg->mu);
     return w;
   }

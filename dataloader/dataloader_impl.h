@@ -143,20 +143,11 @@ typedef struct em__dl_worker_cfg {
   void *worker_init_ctx;
   int nslots;
   size_t slot_bytes;        /* 0: sized from the first batch */
-  struct em__dl_status *status; /* this worker's status word (shared) */
-  struct em__dl_mbox *mbox;     /* this worker's queues (shared) */
+  struct em__dl_mbox *mbox;     /* this worker's queues and status (shared) */
   _Atomic int *main_sleeping;   /* the pool's flag (shared) */
   int efd;                  /* eventfd that wakes this worker */
   int main_efd;             /* eventfd that wakes the main process */
 } em__dl_worker_cfg;
-
-/* Per-worker progress in a shared page, read by the main process when the
- * worker dies. */
-typedef struct em__dl_status {
-  _Atomic int64_t batch;   /* -1 idle */
-  _Atomic int64_t sample;  /* -1 none */
-  char pad[48];
-} em__dl_status;
 
 /* The mailbox: the common messages travel through shared memory, without
  * a system call. Each worker has two single-producer single-consumer
@@ -188,6 +179,9 @@ typedef struct em__dl_mbox {
   _Atomic int worker_sleeping;
   _Alignas(64) _Atomic uint64_t res_tail;  /* worker: results published */
   _Alignas(64) _Atomic uint64_t res_head;  /* main: results taken */
+  /* the worker's progress, read by the main process when it dies */
+  _Alignas(64) _Atomic int64_t batch;      /* -1 idle */
+  _Atomic int64_t sample;                  /* -1 none */
   _Alignas(64) em__dl_result_entry res[EM_DL_RESULT_Q];
   /* then EM_DL_TASK_Q task entries (em__dl_task_msg with room for the
    * pool's inline indices), em__dl_task_stride() bytes apart */

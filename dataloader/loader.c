@@ -146,8 +146,6 @@ typedef struct dl_pool {
   int nslots;
   dl_worker *w;
   em__dl_worker_cfg *cfg;
-  em__dl_status *status;
-  size_t status_len;
   uint64_t epoch;
   em_status broken;
   char *broken_msg;
@@ -202,7 +200,6 @@ static void pool_free(dl_pool *p) {
     ring_unref(p->w[i].ring);
   }
   close_registered(&p->main_efd);
-  if (p->status) munmap(p->status, p->status_len);
   if (p->shared) munmap(p->shared, p->shared_len);
   free(p->w);
   free(p->cfg);
@@ -296,9 +293,6 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
   p->w = calloc((size_t)n, sizeof *p->w);
   p->cfg = calloc((size_t)n, sizeof *p->cfg);
   p->rbuf = malloc(sizeof *p->rbuf);
-  p->status_len = em__dl_align((size_t)n * sizeof(em__dl_status), 4096);
-  p->status = mmap(NULL, p->status_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p->status == MAP_FAILED) p->status = NULL;
   p->batch_size = o->batch_size;
   size_t mbox_bytes = em__dl_mbox_bytes(o->batch_size);
   p->shared_len = em__dl_align(64 + (size_t)n * mbox_bytes, 4096);
@@ -307,7 +301,7 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
   p->main_efd = -1;
   if (p->w)
     for (int i = 0; i < n; i++) p->w[i].sock = p->w[i].pidfd = p->w[i].efd = -1;
-  if (!p->w || !p->cfg || !p->rbuf || !p->status || !p->shared) {
+  if (!p->w || !p->cfg || !p->rbuf || !p->shared) {
     pool_free(p);
     return EM_FAIL(EM_ERR_NOMEM, "DataLoader: out of memory starting %d workers", n);
   }
@@ -321,8 +315,8 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
   for (int i = 0; i < n; i++) {
     p->w[i].mbox = (em__dl_mbox *)(p->shared + 64 + (size_t)i * mbox_bytes);
     p->w[i].id = i;
-    atomic_init(&p->status[i].batch, -1);
-    atomic_init(&p->status[i].sample, -1);
+    atomic_init(&p->w[i].mbox->batch, -1);
+    atomic_init(&p->w[i].mbox->sample, -1);
   }
   for (int i = 0; i < n; i++) {
     dl_worker *w = &p->w[i];
@@ -351,7 +345,7 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
         .worker_init_fn = o->worker_init_fn, .worker_init_ctx = o->worker_init_ctx,
         .nslots = nslots,
         .slot_bytes = o->slot_bytes ? em__dl_align(o->slot_bytes, 4096) : l->learned_slot,
-        .status = &p->status[i], .mbox = w->mbox, .main_sleeping = p->main_sleeping,
+        .mbox = w->mbox, .main_sleeping = p->main_sleeping,
         .efd = w->efd, .main_efd = p->main_efd};
     fflush(NULL); /* buffered output must not be written twice */
     if (o->fork_hooks.prepare) o->fork_hooks.prepare(o->fork_hooks.ctx);
@@ -517,7 +511,7 @@ static void worker_died(dl_pool *p, dl_worker *w) {
   }
   char how[160], where[96] = "";
   describe_exit(w, how, sizeof how);
-  int64_t b = atomic_load(&p->status[w->id].batch), s = atomic_load(&p->status[w->id].sample);
+  int64_t b = atomic_load(&w->mbox->batch), s = atomic_load(&w->mbox->sample);
   if (s >= 0 && b >= 0)
     snprintf(where, sizeof where, " while loading sample %lld of batch %lld", (long long)s,
              (long long)b);

@@ -267,7 +267,7 @@ static void wk_release_samples(wk *w, int64_t n) {
  * report. */
 static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
   const em__dl_worker_cfg *c = w->cfg;
-  em__dl_status *stat = c->status;
+  em__dl_mbox *stat = c->mbox;
   atomic_store_explicit(&stat->batch, batch, memory_order_relaxed);
   int64_t want = n >= 0 ? n : (c->batch_size > 0 ? c->batch_size : 1);
   int64_t got = 0;
@@ -550,6 +550,6 @@ _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg) {
       }
     }
     wk_task(&w, batch, slot, total);
-    atomic_store_explicit(&cfg->status->batch, -1, memory_order_relaxed);
+    atomic_store_explicit(&cfg->mbox->batch, -1, memory_order_relaxed);
   }
 }
