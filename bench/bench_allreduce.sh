@@ -51,6 +51,8 @@ trap 'rm -rf "$tmp"' EXIT
 out="$tmp/results"
 : > "$out"
 
+have_iperf=0
+if command -v iperf3 >/dev/null; then have_iperf=1; else echo "note: iperf3 unavailable; loopback TCP rate left out" >&2; fi
 have_mpi=0
 if command -v mpicc >/dev/null && command -v mpirun >/dev/null &&
    mpicc -O2 -o "$tmp/bench_mpi" "$here/bench_mpi_allreduce.c" 2>"$tmp/mpicc.log"; then
@@ -83,6 +85,20 @@ for round in $(seq "$rounds"); do
         "$tmp/bench_mpi" mpi-shm "$secs" $sizes_sp 2>"$tmp/mpi.err" | tee -a "$out" ||
         { echo "note: MPI over shared memory at $w ranks failed:" >&2; tail -3 "$tmp/mpi.err" >&2; }
     done
+    # how fast this machine's loopback TCP is by a standard tool: two
+    # streams at once, one each way, as a 2-rank ring runs them
+    if [ "$have_iperf" = 1 ] && [[ ",$ranks," == *,2,* ]]; then
+      port=$((20000 + RANDOM % 20000))
+      timeout 30 iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+      sleep 0.5
+      timeout 30 nice -n "$nice_n" iperf3 -c 127.0.0.1 -p "$port" --bidir -t 3 -J >"$tmp/iperf.json" 2>&1 &&
+        /usr/bin/python3 -c 'import json, sys
+e = json.load(open(sys.argv[1]))["end"]
+print("LOOPBACK", e["sum_received"]["bits_per_second"] / 8, e["sum_received_bidir_reverse"]["bits_per_second"] / 8)' \
+          "$tmp/iperf.json" | tee -a "$out" ||
+        echo "note: iperf3 --bidir did not run" >&2
+      wait
+    fi
   fi
 done
 
@@ -90,8 +106,12 @@ done
 import sys
 rows = {}
 impls = []
+loop = []  # iperf3 --bidir: (bytes/s one way, bytes/s the other way) per round
 for line in open(sys.argv[1]):
     p = line.split()
+    if len(p) == 3 and p[0] == "LOOPBACK":
+        loop.append((float(p[1]), float(p[2])))
+        continue
     if len(p) < 6 or p[0] != "RESULT":
         continue
     impl, w, b, sec, bw = p[1], int(p[2]), int(p[3]), float(p[4]), float(p[5])
@@ -149,4 +169,18 @@ for e in ember:
             if ref in r:
                 parts.append(f"{ref}: bw {r[e][1] / r[ref][1]:6.2f}x  time {r[ref][0] / r[e][0]:6.2f}x")
         print(f"    {w} ranks {size(b):>8}: " + "   ".join(parts))
+if loop:
+    tot = median([a + b for a, b in loop])
+    print()
+    print(f"loopback TCP by iperf3 --bidir (one stream each way at once, median of {len(loop)}): "
+          f"{tot / 1e9:.2f} GB/s in all")
+    print("  a 2-rank allreduce of B bytes moves B each way (2B through the kernel); the rate each")
+    print("  implementation reaches doing so, and what 2x gloo's time would need:")
+    for (w, b) in sorted(rows):
+        r = rows[(w, b)]
+        if w != 2 or b < (1 << 20) or "ember-tcp" not in r:
+            continue
+        parts = [f"{i} {2 * b / r[i][0] / 1e9:5.2f}" for i in ("ember-tcp", "gloo", "mpi-tcp") if i in r]
+        need = f"   2x gloo: {2 * b / (r['gloo'][0] / 2) / 1e9:5.2f}" if "gloo" in r else ""
+        print(f"    {size(b):>8}: GB/s " + "  ".join(parts) + f"  iperf3 {tot / 1e9:5.2f}" + need)
 EOF
