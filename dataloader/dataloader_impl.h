@@ -192,6 +192,9 @@ static inline int64_t em__dl_task_inline(int64_t batch_size) {
   return batch_size <= 0 ? 1 : batch_size < EM_DL_TASK_INLINE ? batch_size : EM_DL_TASK_INLINE;
 }
 size_t em__dl_task_stride(int64_t batch_size);
+/* Wakes the side whose sleeping flag this is, if it sleeps: clears the
+ * flag and writes its eventfd (once, however many wake it). */
+void em__dl_wake(_Atomic int *sleeping, int efd);
 size_t em__dl_mbox_bytes(int64_t batch_size);
 struct em__dl_task_msg *em__dl_task_entry(struct em__dl_mbox *m, int64_t batch_size, uint64_t i);
 

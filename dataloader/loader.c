@@ -796,13 +796,7 @@ static int pump(dl_pool *p, em_dl_iter *it, int timeout_ms) {
 }
 
 /* Wakes worker w if it sleeps (see em__dl_mbox). */
-static void wake_worker(dl_worker *w) {
-  if (atomic_load(&w->mbox->worker_sleeping) && atomic_exchange(&w->mbox->worker_sleeping, 0)) {
-    uint64_t one = 1;
-    while (write(w->efd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
-}
+static void wake_worker(dl_worker *w) { em__dl_wake(&w->mbox->worker_sleeping, w->efd); }
 
 /* Room for one more entry in w's task queue? */
 static bool task_room(const dl_worker *w) {
@@ -810,6 +804,12 @@ static bool task_room(const dl_worker *w) {
   return atomic_load_explicit(&mb->task_tail, memory_order_relaxed) -
              atomic_load_explicit(&mb->task_head, memory_order_acquire) <
          EM_DL_TASK_Q;
+}
+
+/* The entry w's task queue fills next (the caller checked room). */
+static em__dl_task_msg *task_next_entry(const dl_pool *p, dl_worker *w) {
+  uint64_t tail = atomic_load_explicit(&w->mbox->task_tail, memory_order_relaxed);
+  return em__dl_task_entry(w->mbox, p->batch_size, tail);
 }
 
 /* Publishes the next entry of w's task queue (the caller checked room). */
@@ -828,8 +828,7 @@ static em_status send_task(em_dl_iter *it, dl_task *t, bool *full) {
   if (*full) return EM_OK;
   int64_t total = it->l->iterable ? -1 : t->n, first = 0;
   bool inline_ = total <= em__dl_task_inline(p->batch_size);
-  uint64_t tail = atomic_load_explicit(&w->mbox->task_tail, memory_order_relaxed);
-  em__dl_task_msg *e = em__dl_task_entry(w->mbox, p->batch_size, tail);
+  em__dl_task_msg *e = task_next_entry(p, w);
   e->type = inline_ ? EM_DL_MSG_TASK : EM_DL_MSG_MARK;
   e->slot = t->slot;
   e->batch = t->batch;
@@ -1401,11 +1400,10 @@ em_dl_iter *em_dl_loader_iter(em_dl_loader *l) {
         w->exhausted = false;
         while (!task_room(w) && !p->broken) { /* it is still busy with the last pass's tasks */
           pump(p, NULL, WAIT_SLICE_MS);
-          if (o->check_interrupt && o->check_interrupt(o->interrupt_ctx)) goto fail;
+          if (wait_interrupt(it)) goto fail;
         }
         if (p->broken) break;
-        uint64_t tail = atomic_load_explicit(&w->mbox->task_tail, memory_order_relaxed);
-        em__dl_task_msg *e = em__dl_task_entry(w->mbox, p->batch_size, tail);
+        em__dl_task_msg *e = task_next_entry(p, w);
         memset(e, 0, sizeof *e);
         e->type = EM_DL_MSG_RESET;
         e->epoch = p->epoch;

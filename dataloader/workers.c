@@ -90,6 +90,14 @@ em__dl_task_msg *em__dl_task_entry(em__dl_mbox *m, int64_t batch_size, uint64_t 
   return (em__dl_task_msg *)((char *)(m + 1) + (i % EM_DL_TASK_Q) * em__dl_task_stride(batch_size));
 }
 
+void em__dl_wake(_Atomic int *sleeping, int efd) {
+  if (atomic_load(sleeping) && atomic_exchange(sleeping, 0)) {
+    uint64_t one = 1;
+    while (write(efd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+}
+
 /* ---- the worker ------------------------------------------------------------------------------ */
 
 typedef struct wk {
@@ -164,14 +172,7 @@ static void wk_check_hangup(wk *w) {
 }
 
 /* Wakes the main process if it sleeps (see em__dl_mbox). */
-static void wk_wake_main(wk *w) {
-  const em__dl_worker_cfg *c = w->cfg;
-  if (atomic_load(c->main_sleeping) && atomic_exchange(c->main_sleeping, 0)) {
-    uint64_t one = 1;
-    while (write(c->main_efd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
-}
+static void wk_wake_main(wk *w) { em__dl_wake(w->cfg->main_sleeping, w->cfg->main_efd); }
 
 /* Reports w->msg: in the result queue when it fits an entry, else over
  * the socket behind a marker. Waits while the queue is full (the main
