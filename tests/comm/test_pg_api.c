@@ -384,7 +384,6 @@ EM_TEST(async_works_in_flight_waited_out_of_order) {
 /* ---- send / recv ------------------------------------------------------------------------------- */
 
 static void body_p2p(t_ctx *c, em_pg *pg) {
-  (void)c;
   int r = em_pg_rank(pg), W = em_pg_size(pg);
   if (r < 2) {
     int peer = 1 - r;
@@ -475,7 +474,10 @@ static void body_p2p(t_ctx *c, em_pg *pg) {
   em_work_release(w2);
   em_tensor_release(s);
   em_tensor_release(g);
-  /* a size mismatch is an error, not corruption */
+  /* a size mismatch is an error, not corruption. It aborts the group, and
+   * an abort fails every op still in flight anywhere: ranks 2 and 3 may
+   * still be finishing the ring, so everyone gets here first. */
+  sync_all(c, W == 2 ? "p2p_mismatch2" : "p2p_mismatch4");
   if (r < 2) {
     em_tensor *t = em_tensor_zeros(EM_DIMS(r == 0 ? 10 : 20), EM_FLOAT32);
     em_work *w = r == 0 ? em_pg_send(pg, t, 1, 0, NULL) : em_pg_recv(pg, t, 0, 0, NULL);
