@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "tests/comm/test_mpirun.h"
+#include "tests/free_port.h"
 #include "tests/comm/test_shm_suite.h"
 
 /* ---- inside mpirun ------------------------------------------------------------------- */
@@ -120,16 +121,7 @@ static int child_main(void) {
 /* Runs mpirun -np np <self> --mpi-child, with a free port for the store of
  * the with-store part; returns its exit status. */
 static int run_mpirun(int np, int64_t timeout_ms) {
-  int port = 0;
-  {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-      port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-  }
+  int port = em_test_free_port();
   char portenv[64];
   snprintf(portenv, sizeof portenv, "EMBER_T_MPI_PORT=%d", port);
   char *args[] = {"--mpi-child", NULL}, *env[] = {portenv, NULL};

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "comm/pg_impl.h"
+#include "tests/free_port.h"
 #include "tests/harness.h"
 
 static int t_rank = -1;  /* in a child: its rank */
@@ -89,18 +90,8 @@ static inline void t_sleep_ms(int64_t ms) {
   }
 }
 
-/* A TCP port nothing listens on right now (bind 0, read it, close). */
-static inline int t_free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t sl = sizeof sa;
-  int port = -1;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-    port = ntohs(sa.sin_port);
-  if (fd >= 0) close(fd);
-  return port;
-}
+/* A TCP port nothing listens on, for a server started later. */
+static inline int t_free_port(void) { return em_test_free_port(); }
 
 /* Reaps pid within timeout_ms, SIGKILLing it if still running. Returns
  * its exit code, 128 + signal when signalled, -1 on timeout. */

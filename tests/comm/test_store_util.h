@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "comm/store.h"
+#include "tests/free_port.h"
 #include "tests/harness.h"
 
 #define HOST "127.0.0.1"
@@ -104,14 +105,8 @@ static inline bool t_wait_clients(em_store_server *srv, int n, int64_t timeout_m
   return true;
 }
 
-/* A port nothing listens on (a server's, after it stopped). */
-static inline int t_free_port(void) {
-  em_store_server *s = t_server("", NULL, 0);
-  if (!s) return -1;
-  int p = em_store_server_port(s);
-  em_store_server_destroy(s);
-  return p;
-}
+/* A port nothing listens on, for a server started later. */
+static inline int t_free_port(void) { return em_test_free_port(); }
 
 /* Reaps pid within timeout_ms, SIGKILLing it if it is still running then.
  * Returns its exit code, 128+signal when signalled, -1 on timeout. */

@@ -47,10 +47,15 @@ failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 show() { for f in "$@"; do echo "--- $f"; cat "$f"; done; }
 
-# start NAME NS ARGS... : trainrun in namespace NS, output in $tmp/NAME.{out,err}
+# start NAME NS ARGS... : trainrun in namespace NS, output in $tmp/NAME.{out,err}.
+# The files are emptied here, before the job starts: the job's own
+# redirection runs later, in its subshell, and until then wait_ready would
+# count the "ready" lines of the scenario before.
 start() {
   local name=$1 ns=$2
   shift 2
+  : >"$tmp/$name.out"
+  : >"$tmp/$name.err"
   ip netns exec "$ns" "$TRAINRUN" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   pids+=($!)
   last=$!

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/free_port.h"
 #include "tests/harness.h"
 
 #ifndef TRAINRUN_PATH
@@ -650,19 +651,7 @@ out:
   rm_rf(dir);
 }
 
-/* A free TCP port on 127.0.0.1 (closed again: a small race, fine here). */
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof sa;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-      getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-    if (fd >= 0) close(fd);
-    return 29473;
-  }
-  close(fd);
-  return ntohs(sa.sin_port);
-}
+static int free_port(void) { return em_test_free_port(); }
 
 EM_TEST(elastic_min_nodes_start_after_the_last_call) {
   char *out = NULL, *err = NULL;

@@ -5,10 +5,12 @@ a reference (each rank's local gradient gathered and averaged here),
 no_sync, Python and built-in comm hooks; and a DDP job started through
 trainrun with 2 ranks (DistributedSampler + a DataLoader worker per rank)."""
 import os
+import random
 import socket
 import subprocess
 import tempfile
 import textwrap
+import time
 import unittest
 
 import ember
@@ -19,9 +21,25 @@ from ember.nn.parallel import DistributedDataParallel as DDP
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for rank 0's store, drawn below the kernel's ephemeral range
+    and checked free: a port that bind(0) gave and that is closed again can
+    be taken by another test's connection before the store binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    base = lo - 10000 if lo >= 11024 else hi + 1 if hi <= 55535 else None
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200 if base is not None else 1):
+        port = rng.randrange(base, base + 10000) if base is not None else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
 def have_ddp():
