@@ -143,9 +143,9 @@ if __name__ == "__main__":
 _CTRLC_CHILD = r"""
 import sys, time, ember
 x = ember.randn(512, 512, requires_grad=True)
-w = ember.randn(512, 512) * 0.05
+w = (ember.randn(512, 512) * 0.05).requires_grad_()
 y = x
-for _ in range(1000):         # a long backward: 2000 512^3 matmuls (seconds)
+for _ in range(500):          # a long backward (seconds): 1000 512^3 matmuls, twice the forward
     y = (y @ w).tanh()
 loss = y.sum()
 print("ready", flush=True)
