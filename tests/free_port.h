@@ -21,41 +21,50 @@
 #include <time.h>
 #include <unistd.h>
 
-static inline int em_test_bindable(int port) {
+/* Binds 127.0.0.1:port (0: any) and closes it again. Returns the port
+ * bound, 0 when it could not be bound. */
+static inline int em_test_try_port(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 0;
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-  if (port == 0 && ok) {
-    socklen_t sl = sizeof sa;
-    ok = getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 ? ntohs(sa.sin_port) : 0;
-  }
+  socklen_t sl = sizeof sa;
+  int got = 0;
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+    got = ntohs(sa.sin_port);
   close(fd);
-  return ok;
+  return got;
 }
 
 static inline int em_test_free_port(void) {
   int lo = 32768, hi = 60999;
   FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
   if (f) {
-    if (fscanf(f, "%d %d", &lo, &hi) != 2) lo = 32768, hi = 60999;
+    if (fscanf(f, "%d %d", &lo, &hi) != 2) {
+      lo = 32768;
+      hi = 60999;
+    }
     fclose(f);
   }
-  int base, span;
-  if (lo >= 11024) base = lo - 10000, span = 10000;
-  else if (hi <= 55535) base = hi + 1, span = 10000;
-  else { /* no room outside the range: the old race, but a port */
-    int p = em_test_bindable(0);
+  int base;
+  if (lo >= 11024) {
+    base = lo - 10000; /* the 10000 ports below the range */
+  } else if (hi <= 55535) {
+    base = hi + 1; /* the 10000 above it */
+  } else { /* no room outside the range: the old race, but a port */
+    int p = em_test_try_port(0);
     return p ? p : -1;
   }
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   uint32_t x = (uint32_t)getpid() * 2654435761u ^ (uint32_t)ts.tv_nsec;
   for (int tries = 0; tries < 200; tries++) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5; /* xorshift32 */
-    int port = base + (int)(x % (uint32_t)span);
-    if (em_test_bindable(port)) return port;
+    x ^= x << 13; /* xorshift32 */
+    x ^= x >> 17;
+    x ^= x << 5;
+    int port = base + (int)(x % 10000);
+    if (em_test_try_port(port)) return port;
   }
   return -1;
 }
