@@ -5,10 +5,7 @@
  * (store-less, ranks from OMPI_COMM_WORLD_RANK / SIZE), a sub-group made
  * with MPI_Comm_create_group, and the public API (em_pg_init_env with
  * backend "mpi", a new_group) against independently computed values. */
-#include <arpa/inet.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include "tests/comm/test_mpirun.h"
 #include "tests/free_port.h"

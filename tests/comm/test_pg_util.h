@@ -90,9 +90,6 @@ static inline void t_sleep_ms(int64_t ms) {
   }
 }
 
-/* A TCP port nothing listens on, for a server started later. */
-static inline int t_free_port(void) { return em_test_free_port(); }
-
 /* Reaps pid within timeout_ms, SIGKILLing it if still running. Returns
  * its exit code, 128 + signal when signalled, -1 on timeout. */
 static inline int t_reap(pid_t pid, int64_t timeout_ms) {

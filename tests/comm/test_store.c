@@ -538,7 +538,7 @@ EM_TEST(secret_from_environment) {
 }
 
 EM_TEST(connect_times_out_naming_the_address) {
-  int port = t_free_port();
+  int port = em_test_free_port();
   ASSERT_TRUE(port > 0);
   char want[64];
   snprintf(want, sizeof want, "store: could not connect to 127.0.0.1:%d within", port);
@@ -565,7 +565,7 @@ static void *late_server_main(void *p) {
 }
 
 EM_TEST(connect_retries_until_the_server_is_up) {
-  late_server l = {.port = t_free_port(), .delay_ms = 300};
+  late_server l = {.port = em_test_free_port(), .delay_ms = 300};
   ASSERT_TRUE(l.port > 0);
   pthread_t th;
   pthread_create(&th, NULL, late_server_main, &l);

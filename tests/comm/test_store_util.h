@@ -105,9 +105,6 @@ static inline bool t_wait_clients(em_store_server *srv, int n, int64_t timeout_m
   return true;
 }
 
-/* A port nothing listens on, for a server started later. */
-static inline int t_free_port(void) { return em_test_free_port(); }
-
 /* Reaps pid within timeout_ms, SIGKILLing it if it is still running then.
  * Returns its exit code, 128+signal when signalled, -1 on timeout. */
 static inline int t_reap(pid_t pid, int64_t timeout_ms) {

@@ -651,12 +651,10 @@ out:
   rm_rf(dir);
 }
 
-static int free_port(void) { return em_test_free_port(); }
-
 EM_TEST(elastic_min_nodes_start_after_the_last_call) {
   char *out = NULL, *err = NULL;
   char ep[64];
-  snprintf(ep, sizeof ep, "127.0.0.1:%d", free_port());
+  snprintf(ep, sizeof ep, "127.0.0.1:%d", em_test_free_port());
   setenv("EMBER_STORE_SECRET", "elastic-test", 1);
   double secs = 0;
   int code = run(ARGS("--nnodes", "1:3", "--rdzv", ep, "--rdzv-conf", "last_call_timeout=0.3",
@@ -670,7 +668,7 @@ EM_TEST(elastic_min_nodes_start_after_the_last_call) {
   free(out), free(err);
   out = err = NULL;
   /* a fixed-size job that cannot fill up names what is missing */
-  snprintf(ep, sizeof ep, "127.0.0.1:%d", free_port());
+  snprintf(ep, sizeof ep, "127.0.0.1:%d", em_test_free_port());
   code = run(ARGS("--nnodes", "2", "--rdzv", ep, "--rdzv-timeout", "0.3", W, "ok"), 20, &out,
              &err, NULL);
   CHECK_EQ(code, 1);
@@ -689,7 +687,7 @@ EM_TEST(two_agents_on_one_host) {
   proc p[2];
   char ep[64], v[256];
   ASSERT_TRUE(mkdtemp(dir));
-  snprintf(ep, sizeof ep, "127.0.0.1:%d", free_port());
+  snprintf(ep, sizeof ep, "127.0.0.1:%d", em_test_free_port());
   setenv("EMBER_STORE_SECRET", "two-agents", 1);
   /* node 1 first: it waits for node 0 to host the store */
   bool ok = start(&p[1], ARGS("--nnodes", "2", "--rdzv", ep, "--node-rank", "1", "--nproc", "2",
@@ -740,7 +738,7 @@ EM_TEST(an_agent_with_the_wrong_secret_is_refused) {
   char *out = NULL, *err = NULL;
   char ep[64];
   proc p0;
-  snprintf(ep, sizeof ep, "127.0.0.1:%d", free_port());
+  snprintf(ep, sizeof ep, "127.0.0.1:%d", em_test_free_port());
   setenv("EMBER_STORE_SECRET", "right", 1);
   bool ok = start(&p0, ARGS("--nnodes", "2", "--rdzv", ep, "--node-rank", "0", "--rdzv-timeout",
                             "1.5", W, "ok"));
@@ -765,7 +763,7 @@ EM_TEST(two_agents_claiming_node_rank_0) {
   char *out = NULL, *err = NULL;
   char ep[64];
   proc p0;
-  snprintf(ep, sizeof ep, "127.0.0.1:%d", free_port());
+  snprintf(ep, sizeof ep, "127.0.0.1:%d", em_test_free_port());
   setenv("EMBER_STORE_SECRET", "s", 1);
   bool ok = start(&p0, ARGS("--nnodes", "2", "--rdzv", ep, "--node-rank", "0", "--rdzv-timeout",
                             "1", W, "ok"));

@@ -30,9 +30,12 @@ def free_port():
     except (OSError, ValueError):
         lo, hi = 32768, 60999
     base = lo - 10000 if lo >= 11024 else hi + 1 if hi <= 55535 else None
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(200 if base is not None else 1):
-        port = rng.randrange(base, base + 10000) if base is not None else 0
+    if base is None:  # no room outside the range: the old race, but a port
+        ports = [0]
+    else:
+        rng = random.Random(os.getpid() ^ time.monotonic_ns())
+        ports = [rng.randrange(base, base + 10000) for _ in range(200)]
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
