@@ -29,22 +29,31 @@
  * must be exactly one of the 162 crop/flip variants of the sample it
  * names, and the variants must vary.
  *
- * Time: median over N epochs (ember 3, torch 1 by default: torch's epochs
+ * Time: median over N epochs (ember 15, torch 1 by default: torch's epochs
  * are 40x longer) of the wall time of one epoch, from creating the
  * iterator (which forks the workers) to the end of the pass (workers
- * reaped), less the time of the checks and memory probes in it. The
- * ember configurations run their epochs interleaved (epoch 1 at 0, 1 and
- * 2 workers, then epoch 2 of each, ...), so a machine that drifts during
- * the run does not favour whichever configuration ran first.
+ * reaped). The ember configurations run their epochs interleaved (epoch
+ * 1 at 0, 1 and 2 workers, then epoch 2 of each, ...), so a machine that
+ * drifts during the run does not favour whichever configuration ran
+ * first. Nothing but the loader and the per-batch index/label check runs
+ * in a timed ember epoch: the memory probes (below) run in one more,
+ * untimed epoch per configuration before the timed ones, and the pixel
+ * checks look at copies of the two batches after the clock has stopped.
+ * Subtracting a probe's time from a timed epoch instead would flatter the
+ * workers: a probe takes 0.4-1.7 ms, the time of 3 to 12 batches, and the
+ * workers go on filling their rings meanwhile, work that then costs no
+ * time (up to 2% of an epoch per worker at prefetch_factor 2). The torch side
+ * keeps its probes in its timed epoch and subtracts their time: there a
+ * probe is under 1% of the 128 batches between two probes.
  *
  * Memory, both sides alike, two figures per configuration:
  *   peak      sum of VmHWM (peak resident set) from /proc/<pid>/status of
  *             the main process and of every live worker, read every 128
- *             batches and at the last one, the largest sum seen (ember's
- *             workers leave while the last batches are consumed, so the
- *             last batch alone would miss them); the main process's peak
- *             is reset before each epoch (echo 5 >
- *             /proc/self/clear_refs). Pages shared between processes (the
+ *             batches and at the last one (ember: in its memory epoch),
+ *             the largest sum seen (ember's workers leave while the last
+ *             batches are consumed, so the last batch alone would miss
+ *             them); the main process's peak is reset before the epoch
+ *             (echo 5 > /proc/self/clear_refs). Pages shared between processes (the
  *             dataset and everything else inherited copy-on-write by fork,
  *             libraries, the batch rings) count once per process mapping
  *             them, so this sum grows by about the main process's size
@@ -57,8 +66,8 @@
  *             really owns: what a worker adds shows here.
  * CPU: user + system time per sample of the main process (RUSAGE_SELF)
  * and of the workers (RUSAGE_CHILDREN: the loaders reap their workers at
- * the end of each pass), less the checks and probes. Unlike samples/s it
- * hardly depends on what else the machine runs.
+ * the end of each pass) in the timed epochs (torch: less its probes).
+ * Unlike samples/s it hardly depends on what else the machine runs.
  *
  * Targets (issue 7): ember >= 5x torch's samples/s at every worker count;
  * more ember workers never slower than fewer; ember's memory not growing
@@ -89,12 +98,6 @@
 /* What a forked worker itself may add: its stack, its private heap pages
  * (copy-on-write copies of the pages it writes), page tables, libc. */
 #define PROC_MB 3.0
-
-static double cpu_self(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double now(void) {
   struct timespec ts;
@@ -233,21 +236,19 @@ static void fail(const char *fmt, int64_t a, int64_t b) {
   }
 }
 
-/* Each image of the batch must be one crop/flip variant of the sample it
- * names; marks the variants seen in used[]. */
-static void check_pixels(const fm *d, const em_dl_batch *b, bool *used) {
-  const em_tensor *x = b->t[0];
-  const int64_t *idx = em_tensor_data(b->t[2]);
-  const float *px = em_tensor_data(x);
+/* Each of the n images img (copied from a batch, idx the samples they
+ * name) must be one crop/flip variant of its sample; marks the variants
+ * seen in used[]. */
+static void check_pixels(const fm *d, const float *img, const int64_t *idx, int64_t n, bool *used) {
   float want[IMG * IMG];
-  for (int64_t s = 0; s < em_tensor_shape(x)[0]; s++) {
-    const float *got = px + s * IMG * IMG;
+  for (int64_t s = 0; s < n; s++) {
+    const float *got = img + s * IMG * IMG;
     int found = -1;
     for (int v = 0; v < NPOS * NPOS * 2 && found < 0; v++) {
       augment(d, idx[s], v % NPOS, v / NPOS % NPOS, v / (NPOS * NPOS), want);
       if (!memcmp(want, got, sizeof want)) found = v;
     }
-    if (found < 0) fail("sample %lld (batch %lld) is no crop/flip of its image", idx[s], b->index);
+    if (found < 0) fail("sample %lld (checked image %lld) is no crop/flip of its image", idx[s], s);
     else used[found] = true;
   }
 }
@@ -299,6 +300,9 @@ static double cpu_s(int who) {
  * all of them alike rather than on whichever ran last. */
 typedef struct ember_cfg {
   int workers;
+  float *first, *last; /* copies of the first and last batch's images */
+  int64_t *first_idx, *last_idx;
+  int64_t nfirst, nlast;
   em_generator *g;
   em_dl_loader *l;
   int64_t nb;
@@ -325,16 +329,33 @@ static void ember_cfg_init(ember_cfg *c, em_dl_dataset *ds, const fm *d, int wor
   c->nb = em_dl_loader_len(c->l);
   c->seen = calloc((size_t)d->n, sizeof *c->seen);
   c->t = calloc((size_t)epochs, sizeof *c->t);
-  if (!c->seen || !c->t) die("bench memory");
+  c->first = malloc(2 * BATCH * IMG * IMG * sizeof *c->first);
+  c->first_idx = malloc(2 * BATCH * sizeof *c->first_idx);
+  if (!c->seen || !c->t || !c->first || !c->first_idx) die("bench memory");
+  c->last = c->first + BATCH * IMG * IMG;
+  c->last_idx = c->first_idx + BATCH;
 }
 
-static void ember_epoch(ember_cfg *c, const fm *d, int e) {
+/* Copies the images and indices of batch b (for the pixel checks after
+ * the epoch) into img/idx, which hold BATCH samples; returns its size. */
+static int64_t keep_batch(const em_dl_batch *b, float *img, int64_t *idx) {
+  int64_t n = em_tensor_shape(b->t[0])[0];
+  if (n > BATCH) n = BATCH;
+  memcpy(img, em_tensor_data(b->t[0]), (size_t)n * IMG * IMG * sizeof *img);
+  memcpy(idx, em_tensor_data(b->t[2]), (size_t)n * sizeof *idx);
+  return n;
+}
+
+/* One pass of configuration c. probe: the memory epoch (probes every 128
+ * batches, not timed); else a timed epoch, stored as epoch e. */
+static void ember_epoch(ember_cfg *c, const fm *d, int e, bool probe) {
   bool used[NPOS * NPOS * 2] = {0};
   int64_t got = 0, batches = 0;
-  int stamp = e + 1;
+  int stamp = probe ? 1 : e + 2;
   result *r = &c->r;
+  c->nfirst = c->nlast = 0;
   reset_peak();
-  double probe = 0, probe_cpu = 0, cm0 = cpu_s(RUSAGE_SELF), cw0 = cpu_s(RUSAGE_CHILDREN);
+  double cm0 = cpu_s(RUSAGE_SELF), cw0 = cpu_s(RUSAGE_CHILDREN);
   double t0 = now();
   em_dl_iter *it = em_dl_loader_iter(c->l);
   if (!it) die("DataLoader iter");
@@ -344,27 +365,29 @@ static void ember_epoch(ember_cfg *c, const fm *d, int e) {
     if (em_dl_iter_next(it, &b, &done)) die("DataLoader next");
     if (done) break;
     got += check_batch(d, &b, c->seen, stamp);
-    /* The pixel checks and memory probes are not timed. */
-    if (b.index % 128 == 0 || b.index == c->nb - 1) {
-      double p0 = now(), pc0 = cpu_self();
-      if (b.index == 0 || b.index == c->nb - 1) check_pixels(d, &b, used);
+    if (b.index == 0) c->nfirst = keep_batch(&b, c->first, c->first_idx);
+    if (b.index == c->nb - 1) c->nlast = keep_batch(&b, c->last, c->last_idx);
+    if (probe && (b.index % 128 == 0 || b.index == c->nb - 1)) {
       double pss = tree_mb(it, false), hwm = tree_mb(it, true);
       if (pss > r->pss_mb) r->pss_mb = pss;
       if (hwm > r->hwm_mb) r->hwm_mb = hwm;
-      probe += now() - p0;
-      probe_cpu += cpu_self() - pc0;
     }
     batches++;
     em_dl_batch_release(&b);
   }
   em_dl_iter_destroy(it);
-  c->t[e] = now() - t0 - probe;
-  c->cpu_main += cpu_s(RUSAGE_SELF) - cm0 - probe_cpu;
-  c->cpu_work += cpu_s(RUSAGE_CHILDREN) - cw0;
+  if (!probe) {
+    c->t[e] = now() - t0;
+    c->cpu_main += cpu_s(RUSAGE_SELF) - cm0;
+    c->cpu_work += cpu_s(RUSAGE_CHILDREN) - cw0;
+  }
   if (got != d->n || batches != c->nb) fail("epoch got %lld samples in %lld batches", got, batches);
+  check_pixels(d, c->first, c->first_idx, c->nfirst, used);
+  check_pixels(d, c->last, c->last_idx, c->nlast, used);
   int nused = 0;
   for (int v = 0; v < NPOS * NPOS * 2; v++) nused += used[v];
-  if (nused < 20) fail("only %lld of 162 crop/flip variants in %lld checked images", nused, 128);
+  if (nused < 20) fail("only %lld of 162 crop/flip variants in %lld checked images", nused,
+                       c->nfirst + c->nlast);
 }
 
 static result ember_cfg_finish(ember_cfg *c, const fm *d, int epochs) {
@@ -376,6 +399,8 @@ static result ember_cfg_finish(ember_cfg *c, const fm *d, int epochs) {
   r.cpu_work = c->cpu_work / ((double)d->n * epochs) * 1e6;
   free(c->t);
   free(c->seen);
+  free(c->first);
+  free(c->first_idx);
   em_dl_loader_destroy(c->l);
   em_generator_destroy(c->g);
   return r;
@@ -471,8 +496,9 @@ int main(int argc, char **argv) {
   result er[MAXW + 1];
   ember_cfg cfg[MAXW + 1];
   for (int i = 0; i < nw; i++) ember_cfg_init(&cfg[i], ds, &d, wk[i], epochs, prefetch);
+  for (int i = 0; i < nw; i++) ember_epoch(&cfg[i], &d, 0, true);
   for (int e = 0; e < epochs; e++)
-    for (int i = 0; i < nw; i++) ember_epoch(&cfg[i], &d, e);
+    for (int i = 0; i < nw; i++) ember_epoch(&cfg[i], &d, e, false);
   for (int i = 0; i < nw; i++) er[wk[i]] = ember_cfg_finish(&cfg[i], &d, epochs);
   bool have_torch = torch && run_torch(root, torch_epochs, wlist);
   if (torch && !have_torch) printf("(PyTorch reference unavailable: is python3-torch installed?)\n");
