@@ -89,6 +89,19 @@ em_status em_dl_batch_builder_set_meta(em_dl_batch_builder *b, const void *data,
 
 static void free_deleter(void *data, void *ctx) { free(data); }
 
+em_storage *em__dl_heap_copy(const void *data, size_t len, const void **copy) {
+  void *buf = malloc(len ? len : 1);
+  if (!buf) return EM_FAIL(EM_ERR_NOMEM, "DataLoader: out of memory for %zu bytes", len);
+  memcpy(buf, data, len);
+  em_storage *s = em_storage_from_blob(buf, len, EM_DEVICE_CPU, free_deleter, NULL);
+  if (!s) {
+    free(buf);
+    return NULL;
+  }
+  *copy = buf;
+  return s;
+}
+
 em_status em__dl_builder_finish_heap(em_dl_batch_builder *b, em_dl_batch *out) {
   memset(out, 0, sizeof *out);
   if (b->meta_len) {

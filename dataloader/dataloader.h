@@ -369,7 +369,9 @@ typedef struct em_dl_loader_options {
   em_status (*worker_init_fn)(void *ctx, int worker_id);
   void *worker_init_ctx;
   em_generator *generator;   /* base seed and shuffling (borrowed); NULL: default */
-  bool pin_memory;           /* accepted; a no-op without CUDA */
+  bool pin_memory;           /* with a CUDA device: batches handed out in pinned
+                                host memory (copies; the ring slot is freed at
+                                once); a no-op without */
   size_t slot_bytes;         /* ring slot size; 0: from the first batch (+25%) */
   /* Polled about every 50 ms and on EINTR while waiting for a batch; a
    * non-OK status is returned from em_dl_iter_next (a binding raises

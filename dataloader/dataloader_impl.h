@@ -113,6 +113,8 @@ em_status em__dl_builder_init_slot(em_dl_batch_builder *b, void *data, size_t ca
 void em__dl_builder_deinit(em_dl_batch_builder *b);
 /* Heap mode: moves the built tensors and meta into out. */
 em_status em__dl_builder_finish_heap(em_dl_batch_builder *b, em_dl_batch *out);
+/* A storage owning a heap copy of len bytes of data (*copy: the copy). */
+em_storage *em__dl_heap_copy(const void *data, size_t len, const void **copy);
 /* Bytes a compact copy of the batch needs after the header. */
 size_t em__dl_builder_compact_bytes(const em_dl_batch_builder *b);
 /* Writes the batch into the slot at hdr (data area hdr + EM_DL_SLOT_HDR of

@@ -22,7 +22,12 @@
  * Failure detection: every call looks at all worker sockets and pidfds
  * (at most every CHECK_S while batches keep coming through the mailboxes),
  * and waits in slices of 50 ms, so a worker that died (or closed its
- * socket) is reported within milliseconds. */
+ * socket) is reported within milliseconds.
+ *
+ * pin_memory (with a CUDA device): each batch is copied into pinned host
+ * memory as it is handed out (as torch's pin-memory thread does), so its
+ * slot is free again at once and host->device copies of it can be
+ * asynchronous. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -38,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cuda/ember_cuda.h"
 #include "dataloader/dataloader_impl.h"
 
 #define WAIT_SLICE_MS 50
@@ -170,6 +176,7 @@ struct em_dl_loader {
   dl_pool *pool;           /* persistent workers */
   bool iter_active;
   size_t learned_slot;     /* auto slot size that served the last whole pass */
+  int pin;                 /* pin_memory with a CUDA device: 1; 0: no; -1: not known yet */
 };
 
 static void loader_unref(em_dl_loader *l);
@@ -1299,6 +1306,7 @@ em_dl_loader *em_dl_loader_create(em_dl_dataset *d, const em_dl_loader_options *
   if (!l) return EM_FAIL(EM_ERR_NOMEM, "DataLoader: out of memory");
   atomic_init(&l->refs, 1);
   l->o = *o;
+  l->pin = -1;
   if (l->o.num_workers > 0 && l->o.prefetch_factor == 0) l->o.prefetch_factor = 2;
   l->iterable = iterable;
   l->ds = em_dl_dataset_retain(d);
@@ -1436,6 +1444,30 @@ fail:
   return NULL;
 }
 
+/* pin_memory: the batch's CPU tensors become copies in pinned host memory
+ * and a worker's batch lets go of its slot (its meta, which lives there,
+ * is copied to the heap). */
+static em_status pin_batch(em_dl_batch *b) {
+  for (int i = 0; i < b->n; i++) {
+    if (em_tensor_device(b->t[i]).type != EM_CPU || em_tensor_is_pinned(b->t[i])) continue;
+    em_tensor *p = em_tensor_pin_memory(b->t[i]);
+    if (!p) {
+      em__prefix_error("DataLoader");
+      return em_last_status();
+    }
+    em_tensor_release(b->t[i]);
+    b->t[i] = p;
+  }
+  if (b->worker < 0) return EM_OK; /* in-process: the holder keeps only the meta */
+  const void *copy = NULL;
+  em_storage *meta = NULL;
+  if (b->meta_len && !(meta = em__dl_heap_copy(b->meta, b->meta_len, &copy))) return em_last_status();
+  if (b->holder) em_storage_release(b->holder);
+  b->holder = meta;
+  b->meta = copy;
+  return EM_OK;
+}
+
 em_status em_dl_iter_next(em_dl_iter *it, em_dl_batch *out, bool *done) {
   if (!it || !out || !done) return em__set_error(EM_ERR_INVALID, "DataLoader next: NULL argument");
   memset(out, 0, sizeof *out);
@@ -1448,8 +1480,12 @@ em_status em_dl_iter_next(em_dl_iter *it, em_dl_batch *out, bool *done) {
     return EM_OK;
   }
   em_clear_error();
-  if (it->pool) return next_mp(it, out, done);
-  return next_inproc(it, out, done);
+  em_status st = it->pool ? next_mp(it, out, done) : next_inproc(it, out, done);
+  if (st || *done || !it->l->o.pin_memory) return st;
+  /* Asked once, at the first batch: making a loader does not start CUDA. */
+  if (it->l->pin < 0) it->l->pin = em_cuda_is_available();
+  if (it->l->pin && (st = pin_batch(out))) em_dl_batch_release(out);
+  return st;
 }
 
 void em_dl_iter_destroy(em_dl_iter *it) {

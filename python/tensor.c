@@ -4,6 +4,7 @@
  *
  * Each object holds one reference to its em_tensor; em_tensor.user points
  * back at the live object (see python/ember_py.h). */
+#include "core/cuda/ember_cuda.h"
 #include "python/ember_py.h"
 
 PyTypeObject *emp_tensor_type;
@@ -537,6 +538,15 @@ static PyObject *m_is_contiguous(PyObject *self, PyObject *const *args, Py_ssize
   if (emp_parse("is_contiguous", names, 0, args, nargs, kw, a) < 0) return NULL;
   return PyBool_FromLong(em_tensor_is_contiguous(emp_tensor(self)));
 }
+/* is_pinned(): in page-locked host memory (pin_memory(), a DataLoader with
+ * pin_memory=True on a machine with a CUDA device). pin_memory(): a copy
+ * there (self when it already is); RuntimeError without a CUDA device. */
+static PyObject *m_is_pinned(PyObject *self, PyObject *unused) {
+  return PyBool_FromLong(em_tensor_is_pinned(emp_tensor(self)));
+}
+static PyObject *m_pin_memory(PyObject *self, PyObject *unused) {
+  return emp_wrap(em_tensor_pin_memory(emp_tensor(self)));
+}
 static PyObject *m_is_floating_point(PyObject *self, PyObject *unused) {
   return PyBool_FromLong(em_dtype_is_float((em_dtype)emp_tensor(self)->dtype));
 }
@@ -604,6 +614,8 @@ PyMethodDef emp_tensor_methods[] = {
     {"element_size", m_element_size, METH_NOARGS, NULL},
     {"storage_offset", m_storage_offset, METH_NOARGS, NULL},
     {"is_contiguous", EMP_FN(m_is_contiguous), METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"is_pinned", m_is_pinned, METH_NOARGS, NULL},
+    {"pin_memory", m_pin_memory, METH_NOARGS, NULL},
     {"is_floating_point", m_is_floating_point, METH_NOARGS, NULL},
     {"is_signed", m_is_signed, METH_NOARGS, NULL},
     {"is_complex", m_false, METH_NOARGS, NULL},

@@ -605,7 +605,10 @@ em_tensor *em_tensor_pin_memory(em_tensor *t) {
   if (t->device.type != EM_CPU)
     return EM_FAIL(EM_ERR_DEVICE, "pin_memory: cannot pin a tensor that is not on the CPU");
   if (em_tensor_is_pinned(t)) return em_tensor_retain(t);
-  if (em__cuda_init()) return NULL;
+  if (em__cuda_init()) {
+    em__prefix_error("pin_memory");
+    return NULL;
+  }
   em_tensor *p = em_tensor_empty_strided(t->ndim, t->shape, NULL, (em_dtype)t->dtype,
                                          EM_DEVICE_CPU, &pinned_allocator);
   if (!p) return NULL;

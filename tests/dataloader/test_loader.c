@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cuda/ember_cuda.h"
 #include "core/ops.h"
 #include "dataloader/dataloader.h"
 #include "tests/dataloader/dl_util.h"
@@ -662,7 +663,7 @@ EM_TEST(user_collate_in_workers) {
   o.batch_size = 8;
   o.num_workers = 2;
   o.collate_fn = meta_collate;
-  o.pin_memory = true; /* accepted, a no-op without CUDA */
+  o.pin_memory = true; /* a no-op without CUDA (tests/gpu/test_cuda_dataloader.c: with) */
   em_dl_loader *l = em_dl_loader_create(d, &o);
   em_dl_iter *it = em_dl_loader_iter(l);
   for (int k = 0; k < 4; k++) {
@@ -673,6 +674,7 @@ EM_TEST(user_collate_in_workers) {
     int64_t sum = 0;
     for (int i = 0; i < n; i++) sum += 8 * k + i;
     ASSERT_EQ(b.n, 2);
+    ASSERT_TRUE(em_tensor_is_pinned(b.t[0]) == em_cuda_is_available());
     ASSERT_EQ(em_test_get(b.t[0], 0), sum);
     ASSERT_SHAPE(b.t[1], 2, 2);
     ASSERT_EQ(em_test_get(b.t[1], 3), n);

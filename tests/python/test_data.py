@@ -242,6 +242,33 @@ class TestDataLoader(unittest.TestCase):
         self.assertEqual(b[0].shape, ember.Size([4, 2]))
         self.assertEqual(b[1].tolist(), [0, 1, 2, 3])
 
+    def test_pin_memory(self):
+        # With a CUDA device every tensor of a batch comes in pinned host
+        # memory; without one pin_memory=True changes nothing. Either way the
+        # batches are those of the same loader without it.
+        cuda = ember.cuda.is_available()
+        for nw in (0, 2):
+            plain = list(DataLoader(Structured(), batch_size=2, num_workers=nw))
+            pinned = list(DataLoader(Structured(), batch_size=2, num_workers=nw, pin_memory=True))
+            self.assertEqual(len(pinned), 3)
+            for p, q in zip(pinned, plain):
+                self.assertEqual(p["img"].tolist(), q["img"].tolist())
+                self.assertEqual(p["label"].tolist(), q["label"].tolist())
+                self.assertEqual(p["name"], q["name"])
+                self.assertEqual(p["pt"].x.tolist(), q["pt"].x.tolist())
+                for t in (p["img"], p["label"], p["pair"][0], p["pt"].x):
+                    self.assertEqual(t.is_pinned(), cuda)
+                self.assertFalse(q["img"].is_pinned())
+        x = ember.arange(6.0)
+        self.assertFalse(x.is_pinned())
+        if cuda:
+            y = x.pin_memory()
+            self.assertTrue(y.is_pinned())
+            self.assertEqual(y.tolist(), x.tolist())
+        else:
+            with self.assertRaisesRegex(RuntimeError, "pin_memory"):
+                x.pin_memory()
+
     def test_structures_and_collate(self):
         for nw in (0, 2):
             out = list(DataLoader(Structured(), batch_size=2, num_workers=nw))
