@@ -263,6 +263,7 @@ int emp_ops_init(PyObject *m);
 int emp_autograd_init(PyObject *m);
 int emp_interop_init(PyObject *m);
 int emp_create_init(PyObject *m);
+int emp_init_cuda(PyObject *m); /* python/cuda.c */
 
 /* Tensor slots implemented outside tensor.c. */
 PyObject *emp_getitem(PyObject *self, PyObject *index);

@@ -80,7 +80,7 @@ PyMODINIT_FUNC PyInit__C(void) {
                            emp_tensor_functions};
   if (emp_errors_init(m) < 0 || emp_types_init(m) < 0 || emp_ops_init(m) < 0 ||
       emp_autograd_init(m) < 0 || emp_interop_init(m) < 0 || emp_create_init(m) < 0 ||
-      emp_tensor_init(m) < 0)
+      emp_tensor_init(m) < 0 || emp_init_cuda(m) < 0)
     goto fail;
   for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
     if (add_functions(m, tables[i]) < 0) goto fail;

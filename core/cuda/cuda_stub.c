@@ -2,6 +2,8 @@
  * CUDA support: each reports that CUDA is not available, so code written
  * for both kinds of build compiles and fails cleanly. Compiled only when
  * CUDA support is off (core/CMakeLists.txt). */
+#include <strings.h>
+
 #include "core/core_impl.h"
 #include "core/cuda/ember_cuda.h"
 
@@ -12,6 +14,7 @@ static em_status no_cuda(const char *op) {
 }
 
 bool em_cuda_is_available(void) { return false; }
+bool em_cudnn_is_available(void) { return false; }
 int em_cuda_device_count(void) { return 0; }
 const char *em_cuda_unavailable_reason(void) { return NO_CUDA; }
 em_status em_cuda_set_device(int device) { return no_cuda("set_device"); }
@@ -82,8 +85,18 @@ em_tensor *em_tensor_to_device_async(em_tensor *t, em_device dev, bool non_block
   return em_tensor_to_device(t, dev);
 }
 
-em_status em_cuda_set_float32_matmul_precision(const char *precision) {
-  return no_cuda("set_float32_matmul_precision");
+/* The precision setting is kept (and checked) as with CUDA, so that code
+ * which sets it runs on both kinds of build; it has nothing to act on. */
+static const char *precision = "highest";
+em_status em_cuda_set_float32_matmul_precision(const char *p) {
+  static const char *const names[] = {"highest", "high", "medium"};
+  for (int i = 0; i < 3; i++)
+    if (p && !strcasecmp(p, names[i])) {
+      precision = names[i];
+      return EM_OK;
+    }
+  return em__set_error(EM_ERR_INVALID, "set_float32_matmul_precision: expected \"highest\", "
+                       "\"high\" or \"medium\", got \"%s\"", p ? p : "(null)");
 }
-const char *em_cuda_get_float32_matmul_precision(void) { return "highest"; }
+const char *em_cuda_get_float32_matmul_precision(void) { return precision; }
 void em_cuda_set_allow_reduced_precision_reduction(bool allow) {}

@@ -21,6 +21,8 @@
 #include <cudnn.h>
 #include <pthread.h>
 
+bool em_cudnn_is_available(void) { return em_cuda_is_available(); }
+
 static struct {
   pthread_mutex_t mu;
   cudnnHandle_t h[EM__CUDA_MAX_DEVICES];
@@ -477,6 +479,8 @@ out_:
 }
 
 #else /* built without cuDNN */
+
+bool em_cudnn_is_available(void) { return false; }
 
 #define NO_CUDNN(op) em__set_error(EM_ERR_NOTIMPL, "%s: ember was built without cuDNN", op)
 

@@ -70,6 +70,9 @@ EM_API em_status em_cuda_device_name(int device, char *buf, size_t size);
 /* Waits until every stream of device (-1: current) is idle; reports an
  * asynchronous kernel error if one happened. */
 EM_API em_status em_cuda_synchronize(int device);
+/* True when ember was built with cuDNN (GPU convolution and batch norm)
+ * and a device is usable. */
+EM_API bool em_cudnn_is_available(void);
 /* Why em_cuda_is_available() is false ("no CUDA device found", "ember was
  * built without CUDA support", the runtime's error); "" when it is true. */
 EM_API const char *em_cuda_unavailable_reason(void);

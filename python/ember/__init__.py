@@ -149,31 +149,29 @@ preserve_format = _MemoryFormat("preserve_format")
 channels_last = _MemoryFormat("channels_last")
 strided = _Layout("strided")
 
-# ---- ember.cuda: answers "is a GPU usable?" -----------------------------------------------------
+# ---- ember.cuda, ember.backends -------------------------------------------------------------
 
-cuda = _types.ModuleType("ember.cuda", "CUDA device queries (CPU-only builds answer no).")
-
-
-def _cuda_is_available():
-    try:
-        _C.zeros(1).to("cuda")
-        return True
-    except (RuntimeError, NotImplementedError):
-        return False
+from ember import cuda  # noqa: E402
 
 
-cuda.is_available = _cuda_is_available
-cuda.device_count = lambda: 1 if _cuda_is_available() else 0
-cuda.manual_seed = lambda seed: None
-cuda.manual_seed_all = lambda seed: None
-cuda.synchronize = lambda device=None: None
-cuda.empty_cache = lambda: None
-cuda.is_initialized = lambda: False
-_sys.modules["ember.cuda"] = cuda
+class _CudaMatmul:
+    """ember.backends.cuda.matmul.allow_tf32: True when float32 GPU matmuls
+    may use TF32 (set_float32_matmul_precision "high" or "medium")."""
+
+    @property
+    def allow_tf32(self):
+        return _C.get_float32_matmul_precision() != "highest"
+
+    @allow_tf32.setter
+    def allow_tf32(self, on):
+        _C.set_float32_matmul_precision("high" if on else "highest")
+
 
 backends = _types.ModuleType("ember.backends")
+backends.cuda = _types.SimpleNamespace(matmul=_CudaMatmul(),
+                                       is_built=lambda: "CUDA: runtime" in _C._config())
 backends.cudnn = _types.SimpleNamespace(benchmark=False, deterministic=False, enabled=True,
-                                        is_available=lambda: False)
+                                        is_available=_C._cudnn_is_available)
 _sys.modules["ember.backends"] = backends
 
 # ---- lazily imported sub-packages -------------------------------------------------------------

@@ -321,6 +321,12 @@ def _new(self, *args, **kwargs):
     return self.new_empty(*args, **kwargs) if args else self.new_empty(0, **kwargs)
 
 
+def _record_stream(self, stream):
+    """Marks this CUDA tensor's memory as used by ``stream``: once freed, it
+    is reused only after the work queued on ``stream`` by then."""
+    _C._cuda_record_stream(self, stream)
+
+
 def _install():
     Tensor.new = _new
     Tensor.__reduce_ex__ = _reduce_ex
@@ -341,6 +347,7 @@ def _install():
     Tensor.topk = topk
     Tensor.unique = unique
     Tensor.__reversed__ = lambda self: self.flip(0) if self.ndim else self
+    Tensor.record_stream = _record_stream
     Tensor.is_tensor_like = True
     Tensor.__module__ = "ember"
 

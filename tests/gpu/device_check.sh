@@ -7,7 +7,9 @@
 # 1. configures with -DEMBER_CUDA=ON (nvcc must be found) and builds only
 #    what the check needs (the GPU tests and bench_gpu) with all cores;
 # 2. runs `ctest -L cuda` (every op vs the CPU, gradients, allocator,
-#    streams, cuDNN layers, nccl) plus the fake-device allocator test;
+#    streams, cuDNN layers, nccl, the DataLoader's pin_memory, ember.cuda
+#    from Python when CPython's headers are there) plus the fake-device
+#    allocator test;
 # 3. runs bench_gpu: GEMM TFLOP/s vs a direct cuBLAS call, elementwise
 #    and reduction bandwidth vs a device-to-device copy, a training step of
 #    the Fashion-MNIST CNN and of a GPT-style transformer block;
@@ -41,14 +43,21 @@ else
   echo "nvidia-smi not found (the tests will say whether a device is usable)"
 fi
 
-step "configure (EMBER_CUDA=ON)"
-timeout 60 cmake -S "$root" -B "$build" -DEMBER_CUDA=ON -DEMBER_PYTHON=OFF \
+# The Python extension too (for python.test_cuda) when CPython's headers
+# are there.
+py=OFF
+/usr/bin/python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null && py=ON
+step "configure (EMBER_CUDA=ON, EMBER_PYTHON=$py)"
+timeout 60 cmake -S "$root" -B "$build" -DEMBER_CUDA=ON -DEMBER_PYTHON=$py \
   -DCMAKE_BUILD_TYPE=Release >>"$log" 2>&1 || die "configure"
 grep -E "ember: CUDA" "$log" | tail -1 || true
 
 step "build (-j$jobs)"
 targets=(gpu_test_caching_alloc bench_gpu)
 for f in "$here"/test_cuda_*.c; do targets+=("gpu_$(basename "${f%.c}")"); done
+[ "$py" = ON ] && targets+=(ember_py)
 timeout 300 cmake --build "$build" -j"$jobs" --target "${targets[@]}" >>"$log" 2>&1 || die "build"
 
 step "ctest -L cuda"
