@@ -944,6 +944,7 @@ static void set_f(em_op op, em_ag_backward_fn fn, uint32_t save_in, uint32_t sav
 static void init_formulas(void) {
   set_f(EM_OP_CLONE, bw_identity, 0, 0);
   set_f(EM_OP_TO_DTYPE, bw_identity, 0, 0);
+  set_f(EM_OP_TO_DEVICE, bw_identity, 0, 0); /* validate_grad moves it back */
   set_f(EM_OP_FILL, bw_fill, 0, 0);
   set_f(EM_OP_VIEW, bw_view, 0, 0);
   set_f(EM_OP_PERMUTE, bw_permute, 0, 0);

@@ -807,7 +807,7 @@ static em_status accumulate(em_ag_node *n, em_tensor *g) {
 }
 
 /* Checks a computed input gradient against the input's recorded shape and
- * converts its dtype when needed. */
+ * converts its dtype and device when needed. */
 static em_status validate_grad(em_ag_node *n, int i, em_tensor **g) {
   const em_ag_tmeta *m = &n->in_meta[i];
   bool same = (*g)->ndim == m->ndim;
@@ -821,6 +821,12 @@ static em_status validate_grad(em_ag_node *n, int i, em_tensor **g) {
   }
   if ((*g)->dtype != m->dtype && em_dtype_is_float((em_dtype)m->dtype)) {
     em_tensor *c = em_tensor_to_dtype(*g, (em_dtype)m->dtype);
+    if (!c) return em_last_status();
+    em_tensor_release(*g);
+    *g = c;
+  }
+  if (!em_device_eq((*g)->device, m->device)) {
+    em_tensor *c = em_tensor_to_device(*g, m->device);
     if (!c) return em_last_status();
     em_tensor_release(*g);
     *g = c;

@@ -67,7 +67,7 @@ em_status em__check_shape(const char *op, int ndim, const int64_t *shape, int64_
  * Every op that has kernels or records autograd nodes. One X-macro per
  * family; families live beside their front end (ops_<family>.c). */
 #define EM_OPS_COPY(X) \
-  X(COPY) X(CLONE) X(TO_DTYPE) X(FILL) X(DETACH)
+  X(COPY) X(CLONE) X(TO_DTYPE) X(TO_DEVICE) X(FILL) X(DETACH)
 #define EM_OPS_VIEW(X) \
   X(VIEW) X(PERMUTE) X(SLICE) X(SELECT) X(EXPAND) X(AS_STRIDED)
 #define EM_OPS_SHAPE(X) X(CAT) X(FLIP) X(REPEAT) X(PAD)

@@ -1,6 +1,7 @@
 /* Copies and conversions (copy_, clone, to, float(), ...), views and shape
  * ops (view, reshape, permute, cat, split, ...) and the indexing ops
  * (index_select, gather, scatter, masked_fill, nonzero, ...). */
+#include "core/cuda/ember_cuda.h"
 #include "python/ember_py.h"
 
 #define METHOD(name, fn) {name, EMP_FN(fn), EMP_KW, NULL}
@@ -73,11 +74,13 @@ static PyObject *m_zero_(PyObject *self, PyObject *unused) {
   return st ? emp_raise() : Py_NewRef(self);
 }
 
-/* t converted to (dev, dt) where given; copy forces a new tensor. */
-static PyObject *convert(PyObject *self, bool has_dev, em_device dev, em_dtype dt, bool copy) {
+/* t converted to (dev, dt) where given; copy forces a new tensor;
+ * non_blocking: a copy from or to pinned host memory does not wait. */
+static PyObject *convert(PyObject *self, bool has_dev, em_device dev, em_dtype dt, bool copy,
+                         bool non_blocking) {
   em_tensor *t = emp_tensor(self), *r = em_tensor_retain(t), *n;
   if (has_dev && !em_device_eq(dev, t->device)) {
-    EMP_NOGIL_IF(emp_big(r), n = em_tensor_to_device(r, dev));
+    EMP_NOGIL_IF(emp_big(r), n = em_tensor_to_device_async(r, dev, non_blocking));
     em_tensor_release(r);
     if (!(r = n)) return emp_raise();
   }
@@ -150,7 +153,7 @@ static PyObject *m_to(PyObject *self, PyObject *const *args, Py_ssize_t nargs, P
       }
     }
   }
-  return convert(self, has_dev, dev, dt, copy);
+  return convert(self, has_dev, dev, dt, copy, non_blocking);
 }
 
 #define AS_TYPE(name, DT)                                                                   \
@@ -159,7 +162,7 @@ static PyObject *m_to(PyObject *self, PyObject *const *args, Py_ssize_t nargs, P
     static const char *const names[] = {"memory_format", NULL};                             \
     PyObject *a[1];                                                                         \
     if ((nargs || kw) && emp_parse(#name, names, 0, args, nargs, kw, a) < 0) return NULL;   \
-    return convert(self, false, EM_DEVICE_CPU, DT, false);                                  \
+    return convert(self, false, EM_DEVICE_CPU, DT, false, false);                           \
   }
 AS_TYPE(float, EM_FLOAT32)
 AS_TYPE(double, EM_FLOAT64)
@@ -176,7 +179,7 @@ static PyObject *m_cpu(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
   static const char *const names[] = {"memory_format", NULL};
   PyObject *a[1];
   if ((nargs || kw) && emp_parse("cpu", names, 0, args, nargs, kw, a) < 0) return NULL;
-  return convert(self, true, EM_DEVICE_CPU, EM_DTYPE_UNDEFINED, false);
+  return convert(self, true, EM_DEVICE_CPU, EM_DTYPE_UNDEFINED, false, false);
 }
 
 static PyObject *m_cuda(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
@@ -184,12 +187,15 @@ static PyObject *m_cuda(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
   PyObject *a[3];
   if (emp_parse("cuda", names, 0, args, nargs, kw, a) < 0) return NULL;
   em_device dev = EM_DEVICE_CUDA(0);
-  if (emp_arg_device(a[0], "cuda", "device", &dev) < 0) return NULL;
+  bool non_blocking = false;
+  if (emp_arg_device(a[0], "cuda", "device", &dev) < 0 ||
+      (a[1] && emp_arg_bool(a[1], "cuda", "non_blocking", &non_blocking) < 0))
+    return NULL;
   if (dev.type != EM_CUDA) {
     PyErr_SetString(PyExc_RuntimeError, "Invalid device, must be cuda device");
     return NULL;
   }
-  return convert(self, true, dev, EM_DTYPE_UNDEFINED, false);
+  return convert(self, true, dev, EM_DTYPE_UNDEFINED, false, non_blocking);
 }
 
 static PyObject *m_type_as(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
@@ -198,7 +204,7 @@ static PyObject *m_type_as(PyObject *self, PyObject *const *args, Py_ssize_t nar
   if (emp_parse("type_as", names, 1, args, nargs, kw, a) < 0) return NULL;
   em_tensor *o;
   if (emp_arg_tensor(a[0], "type_as", "other", &o) < 0) return NULL;
-  return convert(self, true, o->device, (em_dtype)o->dtype, false);
+  return convert(self, true, o->device, (em_dtype)o->dtype, false, false);
 }
 
 /* ---- views --------------------------------------------------------------------------------- */

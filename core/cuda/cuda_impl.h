@@ -153,6 +153,9 @@ em_status em__cuda_iter_run(int device, void *fn, const em_iter *it, const em_op
 /* True when some of ts[0..n) is on a CUDA device (*dev: the first such)
  * and another is a CPU 0-dim tensor. */
 bool em__cuda_mixed_scalars(int n, em_tensor *const *ts, em_device *dev);
+/* t copied to dev (t itself, retained, when it is there), asynchronously
+ * as em_tensor_to_device_async; not recorded for autograd. */
+em_tensor *em__cuda_move(em_tensor *t, em_device dev, bool non_blocking);
 /* in[0..n) with every CPU 0-dim tensor replaced by a copy on dev (in
  * use[], new references in tmp[] to release afterwards). */
 em_status em__cuda_scalars_to_device(int n, em_tensor *const *in, em_device dev, em_tensor **use,

@@ -52,7 +52,7 @@ em_status em__cuda_scalars_to_device(int n, em_tensor *const *in, em_device dev,
     use[i] = in[i];
     tmp[i] = NULL;
     if (in[i] && in[i]->device.type == EM_CPU && in[i]->ndim == 0) {
-      tmp[i] = em_tensor_to_device(in[i], dev);
+      tmp[i] = em__cuda_move(in[i], dev, false); /* the op records in[i] itself */
       if (!tmp[i]) return em_last_status(); /* the caller releases tmp[0..n) */
       tmp[i]->is_wrapped_number = in[i]->is_wrapped_number;
       use[i] = tmp[i];

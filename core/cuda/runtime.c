@@ -711,7 +711,7 @@ em_status em__cuda_memcpy(void *dst, em_device ddev, const void *src, em_device 
 }
 
 
-em_tensor *em_tensor_to_device_async(em_tensor *t, em_device dev, bool non_blocking) {
+em_tensor *em__cuda_move(em_tensor *t, em_device dev, bool non_blocking) {
   if (!t) return EM_FAIL(EM_ERR_INVALID, "to: tensor is NULL");
   if (em_device_eq(t->device, dev)) return em_tensor_retain(t);
   char b1[16], b2[16];
@@ -746,6 +746,14 @@ fail:
   em_tensor_release(out);
   em_tensor_release(src);
   return NULL;
+}
+
+/* A move between devices is differentiable (the gradient moves back). */
+em_tensor *em_tensor_to_device_async(em_tensor *t, em_device dev, bool non_blocking) {
+  em_tensor *out = em__cuda_move(t, dev, non_blocking);
+  if (!out || out == t) return out;
+  em_op_attrs a = {0};
+  return em__record1(EM_OP_TO_DEVICE, 1, &t, out, &a);
 }
 
 /* core/ops_copy.c's hook behind em_tensor_to_device. */

@@ -195,4 +195,56 @@ EM_TEST(leaf_gradients_stay_on_the_device) {
   em_tensor_release(gw), em_tensor_release(w);
 }
 
+/* Moving a tensor between devices is differentiable both ways, and the
+ * gradient lands on the leaf's device (w * 3 on the GPU from a CPU leaf;
+ * (v on the CPU) * 5 from a GPU leaf; an asynchronous move from pinned
+ * memory records the same). */
+EM_TEST(moves_between_devices_carry_gradients) {
+  REQUIRE_CUDA();
+  em_tensor *w = em_tensor_zeros(EM_DIMS(4), EM_FLOAT32);
+  ASSERT_OK(em_tensor_set_requires_grad(w, true));
+  em_tensor *wg = em_tensor_to_device(w, GPU);
+  ASSERT_NOTNULL(wg);
+  ASSERT_TRUE(em_tensor_requires_grad(wg) && !em_tensor_is_leaf(wg));
+  em_tensor *y = em_tensor_mul_scalar(wg, em_scalar_float(3));
+  em_tensor *s = em_tensor_sum(y, 0, NULL, false, EM_DTYPE_UNDEFINED);
+  ASSERT_OK(em_backward(s, NULL, false));
+  em_tensor *g = em_tensor_grad(w);
+  ASSERT_NOTNULL(g);
+  ASSERT_TRUE(g->device.type == EM_CPU);
+  double three[4] = {3, 3, 3, 3};
+  ASSERT_TENSOR_CLOSE(g, three, 0, 0);
+  em_tensor_release(g), em_tensor_release(s), em_tensor_release(y), em_tensor_release(wg);
+
+  em_tensor *z = em_tensor_zeros(EM_DIMS(4), EM_FLOAT32); /* no grad: copies are leaves */
+  em_tensor *v = g_to(z, GPU);
+  ASSERT_OK(em_tensor_set_requires_grad(v, true)); /* a GPU leaf */
+  em_tensor *vc = em_tensor_to_device(v, EM_DEVICE_CPU);
+  y = em_tensor_mul_scalar(vc, em_scalar_float(5));
+  s = em_tensor_sum(y, 0, NULL, false, EM_DTYPE_UNDEFINED);
+  ASSERT_OK(em_backward(s, NULL, false));
+  g = em_tensor_grad(v);
+  ASSERT_NOTNULL(g);
+  ASSERT_TRUE(em_device_eq(g->device, GPU));
+  em_tensor *five = em_tensor_full(EM_DIMS(4), em_scalar_float(5), EM_FLOAT32);
+  ASSERT_GPU_CLOSE(g, five, 0, 0);
+  em_tensor_release(five), em_tensor_release(g), em_tensor_release(s), em_tensor_release(y);
+  em_tensor_release(vc), em_tensor_release(v);
+
+  em_tensor *p = em_tensor_pin_memory(z);
+  ASSERT_OK(em_tensor_set_requires_grad(p, true));
+  em_tensor *pg = em_tensor_to_device_async(p, GPU, true);
+  ASSERT_NOTNULL(pg);
+  ASSERT_TRUE(em_tensor_requires_grad(pg));
+  s = em_tensor_sum(pg, 0, NULL, false, EM_DTYPE_UNDEFINED);
+  ASSERT_OK(em_backward(s, NULL, false));
+  g = em_tensor_grad(p);
+  ASSERT_NOTNULL(g);
+  ASSERT_TRUE(g->device.type == EM_CPU);
+  double ones[4] = {1, 1, 1, 1};
+  ASSERT_TENSOR_CLOSE(g, ones, 0, 0);
+  em_tensor_release(g), em_tensor_release(s), em_tensor_release(pg), em_tensor_release(p);
+  em_tensor_release(z), em_tensor_release(w);
+}
+
 EM_TEST_MAIN()

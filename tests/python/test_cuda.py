@@ -144,6 +144,17 @@ class TestDevice(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             ember.ones(3).record_stream(s)  # a CPU tensor: "expected a CUDA tensor"
 
+    def test_moves_carry_gradients(self):
+        w = ember.ones(3, requires_grad=True)
+        (w.to("cuda") * 3).sum().backward()
+        self.assertEqual(w.grad.device.type, "cpu")
+        self.assertEqual(w.grad.tolist(), [3.0] * 3)
+        v = ember.ones(3, device="cuda", requires_grad=True)
+        self.assertTrue(v.is_leaf)
+        (v.cpu() * 5).sum().backward()
+        self.assertTrue(v.grad.is_cuda)
+        self.assertEqual(v.grad.cpu().tolist(), [5.0] * 3)
+
     def test_pinned_memory(self):
         x = ember.arange(6.0)
         p = x.pin_memory()
@@ -151,6 +162,11 @@ class TestDevice(unittest.TestCase):
         self.assertEqual(p.tolist(), x.tolist())
         g = p.to("cuda", non_blocking=True)
         self.assertEqual(g.cpu().tolist(), x.tolist())
+        h = p.cuda(non_blocking=True)
+        back = h.to("cpu", non_blocking=True)  # into pinned memory: ready after a sync
+        ember.cuda.synchronize()
+        self.assertTrue(back.is_pinned())
+        self.assertEqual(back.tolist(), x.tolist())
 
 
 if __name__ == "__main__":
