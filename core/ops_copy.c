@@ -24,18 +24,32 @@ em_tensor *em__record1(em_op op, int nin, em_tensor *const *in, em_tensor *out,
 
 /* ---- copies ----------------------------------------------------------------------- */
 
-/* dst <- src without recording: broadcast, any dtypes, any layouts. */
+/* Cross-device copies are provided by the CUDA backend when built (not
+ * recorded for autograd: em_tensor_to_device records). */
+em_tensor *(*em__to_device_hook)(em_tensor *t, em_device dev) = NULL;
+
+/* dst <- src without recording: broadcast, any dtypes, any layouts, and
+ * from another device (src moved to dst's device first). */
 em_status em__copy_into(em_tensor *dst, em_tensor *src) {
+  em_tensor *moved = NULL;
   if (!em_device_eq(dst->device, src->device)) {
     char a[16], b[16];
-    return em__set_error(EM_ERR_DEVICE, "copy_: copying from %s to %s is not supported in this build",
-                         em_device_str(src->device, a, sizeof a),
-                         em_device_str(dst->device, b, sizeof b));
+    if (!em__to_device_hook)
+      return em__set_error(EM_ERR_DEVICE,
+                           "copy_: copying from %s to %s is not supported in this build",
+                           em_device_str(src->device, a, sizeof a),
+                           em_device_str(dst->device, b, sizeof b));
+    if (!(moved = em__to_device_hook(src, dst->device))) {
+      em__prefix_error("copy_");
+      return em_last_status();
+    }
+    src = moved;
   }
   em_op_attrs at = {0};
   at.i[0] = src->dtype;
   em_status st = em__elementwise_into(EM_OP_COPY, (em_dtype)dst->dtype, dst, 1, &src, NULL, &at,
                                       EM_GRAIN_CHEAP);
+  em_tensor_release(moved);
   if (st) em__prefix_error("copy_");
   return st;
 }
@@ -60,6 +74,11 @@ em_status em__convert_owned(em_tensor **t, em_dtype dt) {
 static em_tensor *copy_outplace(em_tensor *self_copy, void *ctx) {
   em_tensor *src = ctx;
   em_tensor *c = em_tensor_to_dtype(src, (em_dtype)self_copy->dtype);
+  if (c && !em_device_eq(c->device, self_copy->device)) {
+    em_tensor *m = em_tensor_to_device(c, self_copy->device);
+    em_tensor_release(c);
+    c = m;
+  }
   if (!c) return NULL;
   em_tensor *e = em_tensor_expand(c, self_copy->ndim, self_copy->shape);
   em_tensor_release(c);
@@ -93,9 +112,7 @@ em_tensor *em_tensor_to_dtype(em_tensor *t, em_dtype dt) {
   return em__record1(EM_OP_TO_DTYPE, 1, &t, out, &a);
 }
 
-/* Cross-device copies are provided by the CUDA backend when built. */
-em_tensor *(*em__to_device_hook)(em_tensor *t, em_device dev) = NULL;
-
+/* A move between devices is differentiable (the gradient moves back). */
 em_tensor *em_tensor_to_device(em_tensor *t, em_device dev) {
   if (em_device_eq(t->device, dev)) return em_tensor_retain(t);
   if (!em__to_device_hook) {
@@ -104,7 +121,8 @@ em_tensor *em_tensor_to_device(em_tensor *t, em_device dev) {
                    "to: device %s is not available (ember was built without CUDA support)",
                    em_device_str(dev, b, sizeof b));
   }
-  return em__to_device_hook(t, dev);
+  em_op_attrs a = {0};
+  return em__record1(EM_OP_TO_DEVICE, 1, &t, em__to_device_hook(t, dev), &a);
 }
 
 em_tensor *em_tensor_detach(em_tensor *t) {

@@ -79,7 +79,15 @@ static PyObject *m_zero_(PyObject *self, PyObject *unused) {
 static PyObject *convert(PyObject *self, bool has_dev, em_device dev, em_dtype dt, bool copy,
                          bool non_blocking) {
   em_tensor *t = emp_tensor(self), *r = em_tensor_retain(t), *n;
-  if (has_dev && !em_device_eq(dev, t->device)) {
+  /* to the host with a new dtype: convert on the device first (an
+   * asynchronous copy's result must not be read on the host yet) */
+  if (has_dev && dev.type == EM_CPU && t->device.type != EM_CPU && dt != EM_DTYPE_UNDEFINED &&
+      dt != (em_dtype)t->dtype) {
+    EMP_NOGIL_IF(emp_big(r), n = em_tensor_to_dtype(r, dt));
+    em_tensor_release(r);
+    if (!(r = n)) return emp_raise();
+  }
+  if (has_dev && !em_device_eq(dev, r->device)) {
     EMP_NOGIL_IF(emp_big(r), n = em_tensor_to_device_async(r, dev, non_blocking));
     em_tensor_release(r);
     if (!(r = n)) return emp_raise();

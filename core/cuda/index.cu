@@ -113,10 +113,11 @@ __global__ void __launch_bounds__(256) repeat_kernel(W *out, const W *src, Repea
 }
 
 template <class T>
-__global__ void __launch_bounds__(256) div_trunc_kernel(T *p, int64_t n, T divisor) {
+__global__ void __launch_bounds__(256) div_trunc_kernel(T *p, int64_t n, int64_t divisor) {
+  /* in int64: a world of 256 must not wrap to 0 in an 8-bit type */
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = (T)(p[i] / divisor);
+    p[i] = (T)((int64_t)p[i] / divisor);
 }
 
 template <class T>
@@ -226,10 +227,10 @@ extern "C" cudaError_t emcu_div_trunc(void *buf, int64_t n, em_dtype dt, int64_t
   if (n == 0) return cudaSuccess;
   unsigned grid = grid_for(n);
   switch (dt) {
-    case EM_INT8: div_trunc_kernel<int8_t><<<grid, 256, 0, s>>>((int8_t *)buf, n, (int8_t)divisor); break;
-    case EM_UINT8: div_trunc_kernel<uint8_t><<<grid, 256, 0, s>>>((uint8_t *)buf, n, (uint8_t)divisor); break;
-    case EM_INT16: div_trunc_kernel<int16_t><<<grid, 256, 0, s>>>((int16_t *)buf, n, (int16_t)divisor); break;
-    case EM_INT32: div_trunc_kernel<int32_t><<<grid, 256, 0, s>>>((int32_t *)buf, n, (int32_t)divisor); break;
+    case EM_INT8: div_trunc_kernel<int8_t><<<grid, 256, 0, s>>>((int8_t *)buf, n, divisor); break;
+    case EM_UINT8: div_trunc_kernel<uint8_t><<<grid, 256, 0, s>>>((uint8_t *)buf, n, divisor); break;
+    case EM_INT16: div_trunc_kernel<int16_t><<<grid, 256, 0, s>>>((int16_t *)buf, n, divisor); break;
+    case EM_INT32: div_trunc_kernel<int32_t><<<grid, 256, 0, s>>>((int32_t *)buf, n, divisor); break;
     case EM_INT64: div_trunc_kernel<int64_t><<<grid, 256, 0, s>>>((int64_t *)buf, n, divisor); break;
     default: return cudaErrorInvalidValue;
   }

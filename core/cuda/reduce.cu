@@ -569,7 +569,8 @@ extern "C" size_t emcu_reduce_scratch(emcu_reduce_op op, const emcu_reduce_args 
   int64_t parts = split_parts(r->nout, r->nr);
   bool center = op == EMCU_VAR || op == EMCU_STD || op == EMCU_LOGSUMEXP;
   size_t n = 0;
-  if (center) n += ((size_t)r->nout * sizeof(double) + 15) / 16 * 16;
+  /* reduce_typed puts the partials after the centre area for every op */
+  if (center || parts > 1) n += ((size_t)r->nout * sizeof(double) + 15) / 16 * 16;
   if (parts > 1) n += (size_t)(r->nout * parts) * MAX_ACC;
   return n;
 }

@@ -756,9 +756,10 @@ em_tensor *em_tensor_to_device_async(em_tensor *t, em_device dev, bool non_block
   return em__record1(EM_OP_TO_DEVICE, 1, &t, out, &a);
 }
 
-/* core/ops_copy.c's hook behind em_tensor_to_device. */
+/* core/ops_copy.c's hook behind em_tensor_to_device and cross-device
+ * copy_ (which record for autograd themselves). */
 em_tensor *em__cuda_to_device(em_tensor *t, em_device dev) {
-  return em_tensor_to_device_async(t, dev, false);
+  return em__cuda_move(t, dev, false);
 }
 
 /* ---- configuration ------------------------------------------------------------------------------------------ */

@@ -93,6 +93,14 @@ EM_TEST(fill_and_copy_into_views) {
     ASSERT_OK(em_tensor_copy_(gv, gsrc));
     ASSERT_OK(em_tensor_copy_(cv, src));
     ASSERT_GPU_CLOSE(g, c, 0, 0);
+    /* and across devices, both ways (load_state_dict into a GPU model) */
+    em_tensor *back = em_tensor_empty(EM_DIMS(4, 6), ALL[k]);
+    ASSERT_OK(em_tensor_copy_(back, g));
+    ASSERT_GPU_CLOSE(g, back, 0, 0);
+    ASSERT_OK(em_tensor_fill_(g, em_scalar_float(0)));
+    ASSERT_OK(em_tensor_copy_(gv, src));
+    ASSERT_GPU_CLOSE(g, c, 0, 0);
+    em_tensor_release(back);
     em_tensor_release(gsrc), em_tensor_release(src), em_tensor_release(gv), em_tensor_release(cv);
     em_tensor_release(g), em_tensor_release(c);
   }
@@ -366,6 +374,22 @@ EM_TEST(large_and_empty_reductions) {
   c[3] = em_tensor_logsumexp(x, 1, d1, true), r[3] = em_tensor_logsumexp(g, 1, d1, true);
   for (int j = 0; j < 4; j++) ASSERT_GPU_CLOSE(r[j], c[j], 1e-4, 1e-4);
   for (int j = 0; j < 4; j++) em_tensor_release(c[j]), em_tensor_release(r[j]);
+  em_tensor_release(g), em_tensor_release(x);
+  /* argmax's 16-byte partials on the split path (few outputs, long rows),
+   * with a guard tensor allocated right after the scratch */
+  x = g_values(EM_DIMS(200, 65536), EM_FLOAT32, -1, 1, 22), g = g_to(x, GPU);
+  for (int rep = 0; rep < 3; rep++) {
+    em_tensor *ca = em_tensor_argmax(x, true, 1, false), *ga = em_tensor_argmax(g, true, 1, false);
+    em_tensor *guard = em_tensor_empty_on(EM_DIMS(4096), EM_FLOAT32, GPU);
+    ASSERT_OK(em_tensor_fill_(guard, em_scalar_float(7)));
+    em_tensor *ga2 = em_tensor_argmax(g, true, 1, false);
+    em_tensor *want = em_tensor_full(EM_DIMS(4096), em_scalar_float(7), EM_FLOAT32);
+    ASSERT_GPU_CLOSE(ga, ca, 0, 0);
+    ASSERT_GPU_CLOSE(ga2, ca, 0, 0);
+    ASSERT_GPU_CLOSE(guard, want, 0, 0);
+    em_tensor_release(ca), em_tensor_release(ga), em_tensor_release(ga2);
+    em_tensor_release(guard), em_tensor_release(want);
+  }
   em_tensor_release(g), em_tensor_release(x);
   /* reducing an empty dim gives the identity */
   em_tensor *e = em_tensor_empty_on(EM_DIMS(3, 0), EM_FLOAT32, GPU), *ec = em_tensor_empty(EM_DIMS(3, 0), EM_FLOAT32);

@@ -144,6 +144,21 @@ class TestDevice(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             ember.ones(3).record_stream(s)  # a CPU tensor: "expected a CUDA tensor"
 
+    def test_copy_between_devices_and_load_state_dict(self):
+        g = ember.zeros(3, device="cuda")
+        g.copy_(ember.tensor([1.0, 2.0, 3.0]))
+        self.assertEqual(g.cpu().tolist(), [1.0, 2.0, 3.0])
+        c = ember.zeros(3, dtype=ember.float64)
+        c.copy_(g)
+        self.assertEqual(c.tolist(), [1.0, 2.0, 3.0])
+        src = ember.nn.Linear(3, 2)
+        dst = ember.nn.Linear(3, 2).cuda()
+        dst.load_state_dict(src.state_dict())
+        self.assertTrue(dst.weight.is_cuda)
+        self.assertEqual(dst.weight.cpu().tolist(), src.weight.tolist())
+        x = ember.tensor([[1.0, 2.0, 4.0]], device="cuda")
+        self.assertEqual(x.to("cpu", ember.float64, non_blocking=True).tolist(), [[1.0, 2.0, 4.0]])
+
     def test_moves_carry_gradients(self):
         w = ember.ones(3, requires_grad=True)
         (w.to("cuda") * 3).sum().backward()
