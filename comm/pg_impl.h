@@ -103,6 +103,13 @@ typedef struct em_pg_backend_ops {
   /* Devices whose buffers run() accepts (EM_PG_DEV_* bits); 0 means CPU
    * only. The front end refuses other tensors with EM_ERR_DEVICE. */
   uint32_t devices;
+  /* Optional; called on the caller's thread when a collective is
+   * submitted, before it is numbered or queued, after the front end has
+   * filled the staging copies of a device collective's non-contiguous
+   * inputs: refuses what the backend cannot do (an error fails this call
+   * only, the group stays usable) and orders the backend's own stream
+   * after the caller's stream work so far (GPU backends). */
+  em_status (*prepare)(void *ctx, em_coll *c);
   /* Collectives of at most this many bytes (the larger of in/out) may run
    * inline on the caller's thread when the group's queue is idle: 0 = the
    * front end's default (EMBER_PG_INLINE_BYTES, 64 KiB), -1 = never. */

@@ -12,10 +12,13 @@
  * torch.cuda.set_device), else LOCAL_RANK modulo the device count when the
  * launcher set it, else device 0. Tensors must be on that device.
  *
- * Streams: the communicator has its own stream. Each collective first
- * makes that stream wait for an event recorded on the device's current
- * (compute) stream, so it reads the tensors the compute stream produced,
- * then enqueues the NCCL call and an event after it. run() (on the group's
+ * Streams: the communicator has its own stream. When a collective is
+ * submitted (prepare, on the caller's thread) that stream is made to wait
+ * for an event recorded on the device's current (compute) stream, so the
+ * collective reads the tensors as the caller's stream work leaves them;
+ * prepare also refuses what NCCL cannot do (another device, bitwise ops,
+ * int16 reductions) without breaking the group. run() then enqueues the
+ * NCCL call and an event after it. run() (on the group's
  * progress thread: the caller's work handle is asynchronous) polls that
  * event and ncclCommGetAsyncError until the collective is done, the
  * communicator reports an error (a peer died, the network broke) or the
@@ -31,8 +34,13 @@
  * equivalent (EM_ERR_NOTIMPL). bool reduces as uint8 (sum/max: or,
  * prod/min: and); int16 moves as bytes but cannot be reduced by NCCL.
  * send/recv match in posting order per peer (NCCL has no tags; tags are
- * accepted and ignored). Buffers the front end hands in host memory (its
- * own debug fingerprints) are staged through device memory.
+ * accepted and ignored). A send completes only once the peer's matching
+ * recv runs, and a group runs its works one at a time: two ranks that
+ * both send to each other first wait for each other until the timeout
+ * (order the exchange, or use all_to_all). Buffers the front end hands in
+ * host memory (its own debug fingerprints) are staged through a device
+ * buffer kept for the purpose, and copied back once the collective is
+ * done.
  */
 #include <nccl.h>
 #include <pthread.h>
@@ -51,6 +59,8 @@ typedef struct nccl_pg {
   cudaStream_t stream;
   cudaEvent_t ready, done;
   int32_t *one; /* device scratch for barrier */
+  void *stage;  /* device staging for host buffers (debug fingerprints) */
+  size_t stage_bytes;
   pthread_mutex_t mu; /* comm vs abort() */
   bool running;
   _Atomic bool aborted;
@@ -276,15 +286,75 @@ static void coll_sizes(const nccl_pg *p, const em_coll *c, size_t *in_b, size_t 
   }
 }
 
-static em_status nccl_run(void *ctx, em_coll *c) {
-  nccl_pg *p = ctx;
-  if (atomic_load(&p->aborted))
-    return em__set_error(p->abort_st, "nccl backend: %s", p->abort_msg);
+/* What NCCL cannot run: a tensor on another device, a reduction NCCL
+ * has no op or type for. */
+static em_status check_coll(const nccl_pg *p, const em_coll *c) {
   if (c->device.type == EM_CUDA && c->device.index != p->device)
     return em__set_error(EM_ERR_DEVICE,
                          "nccl backend: the group's communicator is on cuda:%d but the tensor is "
                          "on cuda:%d (call em_cuda_set_device before creating the group)",
                          p->device, c->device.index);
+  if (c->kind != EM_COLL_ALLREDUCE && c->kind != EM_COLL_REDUCE &&
+      c->kind != EM_COLL_REDUCE_SCATTER)
+    return EM_OK;
+  ncclDataType_t t;
+  if (!nccl_type(c->dtype, &t))
+    return em__set_error(EM_ERR_NOTIMPL, "nccl backend: NCCL cannot reduce %s tensors",
+                         em_dtype_name(c->dtype));
+  ncclRedOp_t op;
+  bool div_after;
+  return nccl_op(c, &op, &div_after);
+}
+
+/* On the caller's thread, at submission: refuses what NCCL cannot do and
+ * makes the communicator's stream wait for the caller's stream work so
+ * far (cudaStreamWaitEvent takes the event as recorded now, so one event
+ * serves every call). */
+static em_status nccl_prepare(void *ctx, em_coll *c) {
+  nccl_pg *p = ctx;
+  if (atomic_load(&p->aborted))
+    return em__set_error(p->abort_st, "nccl backend: %s", p->abort_msg);
+  EM_CHECK(check_coll(p, c));
+  if (c->device.type != EM_CUDA || c->kind == EM_COLL_BARRIER) return EM_OK;
+  int prev = -1;
+  cudaGetDevice(&prev);
+  pthread_mutex_lock(&p->mu);
+  cudaError_t e = cudaSetDevice(p->device);
+  if (e == cudaSuccess) e = cudaEventRecord(p->ready, em__cuda_stream(p->device));
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(p->stream, p->ready, 0);
+  pthread_mutex_unlock(&p->mu);
+  if (prev >= 0 && prev != p->device) cudaSetDevice(prev);
+  if (e != cudaSuccess) return em__cuda_error(e, "nccl backend: ordering after the compute stream");
+  return EM_OK;
+}
+
+/* Device buffer of at least n bytes for staging host buffers. */
+static em_status stage_buffer(nccl_pg *p, size_t n, void **out) {
+  if (n > p->stage_bytes) {
+    if (p->stage) {
+      cudaStreamSynchronize(p->stream);
+      cudaFree(p->stage);
+      p->stage = NULL;
+      p->stage_bytes = 0;
+    }
+    if (cudaMalloc(&p->stage, n) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return em__set_error(EM_ERR_NOMEM, "nccl backend: cannot stage %zu bytes on cuda:%d", n,
+                           p->device);
+    }
+    p->stage_bytes = n;
+  }
+  *out = p->stage;
+  return EM_OK;
+}
+
+static em_status nccl_run(void *ctx, em_coll *c) {
+  nccl_pg *p = ctx;
+  if (atomic_load(&p->aborted))
+    return em__set_error(p->abort_st, "nccl backend: %s", p->abort_msg);
+  EM_CHECK(check_coll(p, c));
+  int prev = -1;
+  cudaGetDevice(&prev); /* restored at the end: run() may be on the caller's thread */
   EM_CHECK(em__cuda_set_device(p->device));
   pthread_mutex_lock(&p->mu);
   if (!p->comm) {
@@ -296,49 +366,42 @@ static em_status nccl_run(void *ctx, em_coll *c) {
   pthread_mutex_unlock(&p->mu);
 
   em_status st = EM_OK;
-  void *in = c->in, *out = c->out, *din = NULL, *dout = NULL;
+  void *in = c->in, *out = c->out, *dout = NULL;
   size_t in_b = 0, out_b = 0;
   bool host = c->device.type == EM_CPU && c->kind != EM_COLL_BARRIER;
-  if (host) { /* the front end's own host buffers: stage through the device */
+  if (host) {
+    /* the front end's own host buffers (pageable): staged through one
+     * device buffer, in then out; copied back only once the collective is
+     * done, so that no copy ever waits on a collective that may hang */
     coll_sizes(p, c, &in_b, &out_b);
-    if ((in && in_b && cudaMalloc(&din, in_b) != cudaSuccess) ||
-        (out && out_b && out != in && cudaMalloc(&dout, out_b) != cudaSuccess)) {
-      (void)cudaGetLastError();
-      st = em__set_error(EM_ERR_NOMEM, "nccl backend: cannot stage %zu bytes on cuda:%d",
-                         in_b + out_b, p->device);
-      goto done;
-    }
-    if (out && out == in) dout = din;
-    if (din && cudaMemcpyAsync(din, in, in_b, cudaMemcpyHostToDevice, p->stream) != cudaSuccess) {
+    size_t in_room = (in_b + 255) / 256 * 256;
+    void *buf = NULL;
+    EM_CHECK_GOTO(stage_buffer(p, in_room + (out && out != in ? out_b : 0), &buf), st, done);
+    void *din = buf;
+    dout = out ? (out == in ? din : (char *)buf + in_room) : NULL;
+    if (in && in_b &&
+        cudaMemcpyAsync(din, in, in_b, cudaMemcpyHostToDevice, p->stream) != cudaSuccess) {
       st = em__cuda_error(cudaGetLastError(), "nccl backend: staging");
       goto done;
     }
     in = din;
     out = dout;
-  } else {
-    /* after the compute stream's work on the tensors */
-    cudaError_t e = cudaEventRecord(p->ready, em__cuda_stream(p->device));
-    if (e == cudaSuccess) e = cudaStreamWaitEvent(p->stream, p->ready, 0);
-    if (e != cudaSuccess) {
-      st = em__cuda_error(e, "nccl backend: ordering after the compute stream");
-      goto done;
-    }
   }
   EM_CHECK_GOTO(enqueue(p, c, in, out), st, done);
-  if (host && dout && out_b &&
-      cudaMemcpyAsync(c->out, dout, out_b, cudaMemcpyDeviceToHost, p->stream) != cudaSuccess) {
-    st = em__cuda_error(cudaGetLastError(), "nccl backend: staging");
-    goto done;
-  }
   if (cudaEventRecord(p->done, p->stream) != cudaSuccess) {
     st = em__cuda_error(cudaGetLastError(), "nccl backend: recording completion");
     goto done;
   }
   st = wait_done(p, c);
+  if (!st && host && dout && out_b) {
+    cudaError_t e = cudaMemcpyAsync(c->out, dout, out_b, cudaMemcpyDeviceToHost, p->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(p->stream);
+    if (e != cudaSuccess) st = em__cuda_error(e, "nccl backend: staging");
+  }
 done:
   pthread_mutex_lock(&p->mu);
   p->running = false;
-  if (st && (st == EM_ERR_TIMEOUT || st == EM_ERR_COMM || atomic_load(&p->aborted))) {
+  if (atomic_load(&p->aborted) || (st && (st == EM_ERR_TIMEOUT || st == EM_ERR_COMM))) {
     /* a peer died, the network broke or we gave up: the communicator may be
      * stuck in a kernel; abort it so the stream drains */
     if (!atomic_load(&p->aborted)) {
@@ -349,11 +412,7 @@ done:
     abort_comm_locked(p);
   }
   pthread_mutex_unlock(&p->mu);
-  if (din || dout) {
-    cudaStreamSynchronize(p->stream); /* the staging copies used them */
-    if (din) cudaFree(din);
-    if (dout && dout != din) cudaFree(dout);
-  }
+  if (prev >= 0 && prev != p->device) em__cuda_set_device(prev);
   return st;
 }
 
@@ -398,6 +457,7 @@ static void nccl_destroy(void *ctx) {
     if (p->ready) cudaEventDestroy(p->ready);
     if (p->done) cudaEventDestroy(p->done);
     if (p->one) cudaFree(p->one);
+    if (p->stage) cudaFree(p->stage);
   }
   pthread_mutex_destroy(&p->mu);
   free(p);
@@ -409,18 +469,19 @@ static const em_pg_backend_ops nccl_ops = {
     .abort = nccl_abort,
     .destroy = nccl_destroy,
     .devices = EM_PG_DEV_CUDA,
-    .inline_max_bytes = -1, /* run() waits on the GPU: always on the progress thread */
+    .prepare = nccl_prepare,
+    .inline_max_bytes = -1, /* run() waits on the GPU: not inline at submission */
 };
 
 /* ---- creation ------------------------------------------------------------------------------- */
 
 static int pick_device(void) {
   int n = em_cuda_device_count();
-  int cur = em_cuda_current_device();
-  if (cur > 0) return cur;
+  int chosen = em__cuda_user_device(); /* em_cuda_set_device on this thread */
+  if (chosen >= 0) return chosen;
   const char *lr = getenv("LOCAL_RANK");
   if (lr && *lr && n > 0) return atoi(lr) % n;
-  return cur < 0 ? 0 : cur;
+  return 0;
 }
 
 em_status em__pg_nccl_create(const em_pg_backend_init *in, void **ctx_out,
@@ -486,9 +547,8 @@ em_status em__pg_nccl_create(const em_pg_backend_init *in, void **ctx_out,
   cfg.blocking = 0;
   ncclResult_t r = ncclCommInitRankConfig(&p->comm, p->W, id, p->rank, &cfg);
   if (r != ncclSuccess && r != ncclInProgress) {
-    p->comm = NULL;
     st = nccl_fail(p, r, EM_ERR_COMM, "creating the communicator");
-    goto fail;
+    goto fail; /* aborts a communicator NCCL allocated before failing */
   }
   if ((st = wait_ready(p, deadline, "creating the communicator"))) {
     em__prefix_error("nccl backend: group '%s'", p->group_name);

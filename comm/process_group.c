@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "comm/pg_impl.h"
+#include "core/cuda/ember_cuda.h"
 
 em_status em__copy_into(em_tensor *dst, em_tensor *src); /* core/ops_copy.c */
 
@@ -902,6 +903,9 @@ static void run_work(em_pg *pg, em_work *w) {
   if (!st && pg->detail && !w->p2p) st = check_fingerprints(pg, w);
   if (!st) st = pg->ops->run(pg->bctx, &w->c);
   for (int i = 0; i < w->ncout && !st; i++) st = em__copy_into(w->cout[i].dst, w->cout[i].src);
+  /* the copies back into a device collective's non-contiguous outputs are
+   * queued on the current stream: done before the work completes */
+  if (!st && w->ncout && w->c.device.type == EM_CUDA) st = em_cuda_synchronize(w->c.device.index);
   if (st) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", em_last_error());
@@ -941,9 +945,24 @@ out:;
   return NULL;
 }
 
+static em_work *fail_work(em_work *w) {
+  em_work_release(w);
+  return NULL;
+}
+
 /* Numbers the work, then runs it inline (small, idle queue) or queues it.
  * Consumes the creation reference on failure; returns the work. */
 static em_work *submit(em_pg *pg, em_work *w, int64_t timeout) {
+  if (w->c.device.type != EM_CPU) {
+    /* A device collective reads the inputs as the caller's stream has
+     * them now: their staging copies go on that stream at once, and the
+     * backend orders itself after it (prepare). */
+    em_status st = EM_OK;
+    for (int i = 0; i < w->ncin && !st; i++) st = em__copy_into(w->cin[i].dst, w->cin[i].src);
+    w->ncin = 0;
+    if (st) return fail_work(w); /* the group stays usable */
+  }
+  if (pg->ops->prepare && pg->ops->prepare(pg->bctx, &w->c)) return fail_work(w);
   pthread_mutex_lock(&pg->mu);
   if (atomic_load(&pg->broken)) {
     pthread_mutex_unlock(&pg->mu);
@@ -989,11 +1008,6 @@ static em_work *begin(em_pg *pg, em_coll_kind kind, const em_coll_options *o, in
   w->c.root = -1;
   w->p2p = kind == EM_COLL_SEND || kind == EM_COLL_RECV;
   return w;
-}
-
-static em_work *fail_work(em_work *w) {
-  em_work_release(w);
-  return NULL;
 }
 
 #define TRY(call)                    \

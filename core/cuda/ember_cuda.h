@@ -62,7 +62,9 @@ EM_API bool em_cuda_is_available(void);
  * without a device; never an error). */
 EM_API int em_cuda_device_count(void);
 /* The calling thread's current device (what "cuda" without an index
- * means for the functions that take -1 as device). */
+ * means for the functions that take -1 as device): the one it set with
+ * em_cuda_set_device, else device 0 (-1 without a device). Ops on tensors
+ * of other devices do not change it. */
 EM_API em_status em_cuda_set_device(int device);
 EM_API int em_cuda_current_device(void);
 /* "NVIDIA H200" into buf. */

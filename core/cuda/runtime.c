@@ -98,9 +98,13 @@ em_status em__cuda_check_device(int device) {
 /* The device the thread set last (-1: unknown; cudaSetDevice is cheap but
  * not free, and every launch sets it). */
 static __thread int thread_device = -1;
+/* The device em_cuda_set_device chose on this thread (-1: none): what "the
+ * current device" means. A launch on another device's tensor moves
+ * thread_device, not this. */
+static __thread int user_device = -1;
 
 em_status em__cuda_set_device(int device) {
-  if (EM_LIKELY(device == thread_device)) return EM_OK;
+  if (EM_LIKELY(device == thread_device && device >= 0)) return EM_OK;
   EM_CHECK(em__cuda_check_device(device));
   EM_CUDA_CHECK(cudaSetDevice(device), "cuda:%d: cudaSetDevice", device);
   thread_device = device;
@@ -126,15 +130,17 @@ static cuda_dev *dev_get(int device) {
 
 em_status em_cuda_set_device(int device) {
   if (!dev_get(device)) return em_last_status();
-  return em__cuda_set_device(device);
+  EM_CHECK(em__cuda_set_device(device));
+  user_device = device;
+  return EM_OK;
 }
 
 int em_cuda_current_device(void) {
-  if (thread_device >= 0) return thread_device;
-  int d = 0;
-  if (em__cuda_init() || cudaGetDevice(&d) != cudaSuccess) return em_cuda_device_count() ? 0 : -1;
-  return d;
+  if (user_device >= 0) return user_device;
+  return em_cuda_device_count() ? 0 : -1;
 }
+
+int em__cuda_user_device(void) { return user_device; }
 
 static int resolve(int device) { return device < 0 ? em_cuda_current_device() : device; }
 

@@ -709,7 +709,8 @@ static em_status fake_run(void *ctx, em_coll *c) {
 }
 static void fake_abort(void *ctx, em_status st, const char *reason) { (void)ctx; (void)st; (void)reason; }
 static void fake_destroy(void *ctx) { free(ctx); }
-static const em_pg_backend_ops fake_ops = {"fake", fake_run, fake_abort, fake_destroy, 0, -1};
+static const em_pg_backend_ops fake_ops = {.name = "fake", .run = fake_run, .abort = fake_abort,
+                                           .destroy = fake_destroy, .inline_max_bytes = -1};
 static em_status fake_create(const em_pg_backend_init *in, void **ctx, const em_pg_backend_ops **ops) {
   if (in->size != 1) return em__set_error(EM_ERR_INVALID, "fake backend: one rank only");
   *ctx = malloc(1);
