@@ -9,8 +9,11 @@
  * priority)) or stands for a default stream (the runtime's, never
  * destroyed). The stream made current through _cuda_set_stream is kept
  * alive by a reference held here until another stream of its device
- * becomes current, so the C layer never holds a freed stream. Waiting
- * calls release the GIL. */
+ * becomes current, so the C layer never holds a freed stream. An owned
+ * stream is not destroyed with its object but kept for the next Stream of
+ * the same device and priority (as torch pools its streams): the caching
+ * allocator's blocks are tied to their stream, and would be stranded by
+ * a destroyed one. Waiting calls release the GIL. */
 #include "core/cuda/ember_cuda.h"
 #include "python/ember_py.h"
 
@@ -20,6 +23,7 @@ typedef struct {
   PyObject_HEAD
   em_cuda_stream *s;
   bool owned;
+  int device, priority;
 } EmStreamObject;
 
 typedef struct {
@@ -28,6 +32,14 @@ typedef struct {
 } EmEventObject;
 
 static PyTypeObject EmStream_Type, EmEvent_Type;
+
+/* Streams of dead Stream objects, for reuse (under the GIL). */
+typedef struct pooled {
+  em_cuda_stream *s;
+  int device, priority;
+} pooled;
+static pooled *pool;
+static int npool, cappool;
 /* The Python stream made current on each device (a new reference). */
 static PyObject *current[MAX_DEVICES];
 
@@ -146,14 +158,43 @@ static PyObject *f_get_matmul_precision(PyObject *m, PyObject *unused) {
 
 /* ---- streams --------------------------------------------------------------------------- */
 
-static PyObject *stream_wrap(em_cuda_stream *s, bool owned) {
+/* Keeps s for a later Stream (destroys it if the pool cannot grow). */
+static void pool_put(em_cuda_stream *s, int device, int priority) {
+  if (npool == cappool) {
+    int cap = cappool ? 2 * cappool : 8;
+    pooled *p = realloc(pool, (size_t)cap * sizeof *p);
+    if (!p) {
+      em_status st;
+      EMP_NOGIL(st = em_cuda_stream_destroy(s));
+      (void)st; /* it waited for the stream's work; nothing to report to */
+      return;
+    }
+    pool = p;
+    cappool = cap;
+  }
+  pool[npool++] = (pooled){s, device, priority};
+}
+
+static em_cuda_stream *pool_take(int device, int priority) {
+  for (int i = npool - 1; i >= 0; i--)
+    if (pool[i].device == device && pool[i].priority == priority) {
+      em_cuda_stream *s = pool[i].s;
+      pool[i] = pool[--npool];
+      return s;
+    }
+  return NULL;
+}
+
+static PyObject *stream_wrap(em_cuda_stream *s, bool owned, int priority) {
   EmStreamObject *o = PyObject_New(EmStreamObject, &EmStream_Type);
   if (!o) {
-    if (owned) em_cuda_stream_destroy(s);
+    if (owned) pool_put(s, em_cuda_stream_device(s), priority);
     return NULL;
   }
   o->s = s;
   o->owned = owned;
+  o->device = em_cuda_stream_device(s);
+  o->priority = priority;
   return (PyObject *)o;
 }
 
@@ -165,19 +206,16 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
   if (!PyArg_ParseTupleAndKeywords(args, kw, "|Oi:Stream", names, &dev, &priority) ||
       arg_device(dev, "Stream", &device) < 0)
     return NULL;
-  em_cuda_stream *s = em_cuda_stream_create(device, priority);
-  if (!s) return emp_raise();
-  return stream_wrap(s, true);
+  if (device < 0 && (device = em_cuda_current_device()) < 0) return unavailable("Stream");
+  em_cuda_stream *s = pool_take(device, priority);
+  if (!s && !(s = em_cuda_stream_create(device, priority))) return emp_raise();
+  return stream_wrap(s, true, priority);
 }
 
 static void stream_dealloc(PyObject *self) {
   EmStreamObject *o = (EmStreamObject *)self;
-  if (o->owned && o->s) {
-    /* never current here: current[] holds a reference to that one */
-    em_status st;
-    EMP_NOGIL(st = em_cuda_stream_destroy(o->s));
-    (void)st; /* it waited for the stream's work; nothing to report to */
-  }
+  /* never current here: current[] holds a reference to that one */
+  if (o->owned && o->s) pool_put(o->s, o->device, o->priority);
   PyObject_Free(self);
 }
 
@@ -188,7 +226,7 @@ static PyObject *stream_obj(em_cuda_stream *s) {
   int d = em_cuda_stream_device(s);
   if (d >= 0 && d < MAX_DEVICES && current[d] && ((EmStreamObject *)current[d])->s == s)
     return Py_NewRef(current[d]);
-  return stream_wrap(s, false);
+  return stream_wrap(s, false, 0);
 }
 
 static PyObject *f_current_stream(PyObject *m, PyObject *dev) {
@@ -200,7 +238,7 @@ static PyObject *f_default_stream(PyObject *m, PyObject *dev) {
   int d;
   if (arg_device(dev, "default_stream", &d) < 0) return NULL;
   em_cuda_stream *s = em_cuda_default_stream(d);
-  return s ? stream_wrap(s, false) : emp_raise();
+  return s ? stream_wrap(s, false, 0) : emp_raise();
 }
 
 static int arg_stream(PyObject *o, const char *fname, em_cuda_stream **out) {

@@ -316,7 +316,8 @@ void em__calloc_free(em__calloc *a, em__cblock *b) {
   /* used on other streams: reuse only after their work so far is done */
   b->allocated = false;
   bool ok = true;
-  for (int i = 0; i < b->nuses && ok; i++) {
+  int i = 0;
+  for (; i < b->nuses && ok; i++) {
     if (a->npend == a->cappend) {
       int cap = a->cappend ? 2 * a->cappend : 16;
       pending *p = realloc(a->pend, (size_t)cap * sizeof *p);
@@ -337,13 +338,17 @@ void em__calloc_free(em__calloc *a, em__cblock *b) {
   }
   bool tracked = b->pending_events > 0;
   if (tracked) a->st.num_pending_frees++;
-  b->nuses = 0;
   if (!ok) {
-    /* could not track every other stream: wait for everything pending
-     * instead (slow but safe). That frees b too when it has events (b may
-     * be merged away then: not touched after); else it is freed here. */
+    /* could not track every other stream: wait for the untracked ones
+     * (uses[i..]) and for everything pending (slow but safe). That frees
+     * b too when it has events (b may be merged away then: not touched
+     * after); else it is freed here. */
+    for (int j = i; j < b->nuses; j++) a->be.stream_sync(a->be.ctx, a->device, b->uses[j]);
+    b->nuses = 0;
     process_events(a, true);
     if (!tracked) free_block(a, b);
+  } else {
+    b->nuses = 0;
   }
   pthread_mutex_unlock(&a->mu);
 }

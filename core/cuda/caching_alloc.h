@@ -58,6 +58,9 @@ typedef struct em__dev_backend {
   /* Blocks until it is. */
   void (*event_sync)(void *ctx, void *event);
   void (*event_destroy)(void *ctx, void *event);
+  /* Blocks until the work queued on stream is done (when no event could
+   * be recorded for it). */
+  void (*stream_sync)(void *ctx, int device, void *stream);
 } em__dev_backend;
 
 typedef struct em__calloc em__calloc;

@@ -393,10 +393,20 @@ static bool be_event_query(void *ctx, void *ev) {
 
 static void be_event_sync(void *ctx, void *ev) { cudaEventSynchronize((cudaEvent_t)ev); }
 static void be_event_destroy(void *ctx, void *ev) { cudaEventDestroy((cudaEvent_t)ev); }
+static void be_stream_sync(void *ctx, int device, void *stream) {
+  if (em__cuda_set_device(device) == EM_OK) cudaStreamSynchronize((cudaStream_t)stream);
+}
 
-static const em__dev_backend cuda_backend = {NULL,           "CUDA",         be_alloc,
-                                             be_free,        be_event_record, be_event_query,
-                                             be_event_sync,  be_event_destroy};
+static const em__dev_backend cuda_backend = {
+    .name = "CUDA",
+    .raw_alloc = be_alloc,
+    .raw_free = be_free,
+    .event_record = be_event_record,
+    .event_query = be_event_query,
+    .event_sync = be_event_sync,
+    .event_destroy = be_event_destroy,
+    .stream_sync = be_stream_sync,
+};
 
 static void dev_init(int device) {
   cuda_dev *d = &rt.dev[device];

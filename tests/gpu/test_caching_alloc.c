@@ -26,6 +26,8 @@ typedef struct fake_event {
 typedef struct fake_dev {
   size_t capacity, used;
   int allocs, frees, events_live;
+  int events_left; /* > 0: event_record fails after this many more */
+  int stream_syncs;
   pthread_mutex_t mu;
   struct {
     void *p;
@@ -71,6 +73,10 @@ static void fake_free(void *ctx, int device, void *ptr) {
 
 static void *fake_event_record(void *ctx, int device, void *stream) {
   fake_dev *d = ctx;
+  if (d->events_left > 0 && --d->events_left == 0) {
+    d->events_left = 1; /* keeps failing */
+    return NULL;
+  }
   fake_event *e = malloc(sizeof *e);
   if (!e) return NULL;
   e->s = stream;
@@ -91,6 +97,12 @@ static void fake_event_destroy(void *ctx, void *ev) {
   d->events_live--;
   free(ev);
 }
+static void fake_stream_sync(void *ctx, int device, void *stream) {
+  fake_dev *d = ctx;
+  fake_stream *s = stream;
+  s->done = s->queued;
+  d->stream_syncs++;
+}
 
 typedef struct fixture {
   fake_dev dev;
@@ -101,8 +113,15 @@ static void fixture_init(fixture *f, size_t capacity) {
   memset(&f->dev, 0, sizeof f->dev);
   f->dev.capacity = capacity;
   pthread_mutex_init(&f->dev.mu, NULL);
-  em__dev_backend be = {&f->dev,         "fake",           fake_alloc,         fake_free,
-                        fake_event_record, fake_event_query, fake_event_sync, fake_event_destroy};
+  em__dev_backend be = {.ctx = &f->dev,
+                        .name = "fake",
+                        .raw_alloc = fake_alloc,
+                        .raw_free = fake_free,
+                        .event_record = fake_event_record,
+                        .event_query = fake_event_query,
+                        .event_sync = fake_event_sync,
+                        .event_destroy = fake_event_destroy,
+                        .stream_sync = fake_stream_sync};
   f->a = em__calloc_create(&be, 0);
 }
 
@@ -311,6 +330,47 @@ EM_TEST(record_stream_delays_reuse_until_the_other_stream_is_done) {
   ASSERT_EQ(f.dev.events_live, 0);
   em__calloc_free(f.a, b);
   em__calloc_free(f.a, c);
+  ASSERT_TRUE(fixture_done(&f));
+}
+
+/* When no event can be recorded for a stream that used the block, the
+ * free waits for that stream (and for the events it did record) before
+ * the block can be reused: never reused while a kernel still reads it. */
+EM_TEST(record_stream_without_events_waits_for_the_streams) {
+  fixture f;
+  fixture_init(&f, 64 * MiB);
+  s1 = (fake_stream){0, 0};
+  s2 = (fake_stream){0, 0};
+  fake_stream s3 = {0, 0};
+  ALLOC(&f, a, 4096, &s1);
+  void *pa = a->ptr;
+  ASSERT_OK(em__calloc_record_stream(f.a, a, &s2));
+  ASSERT_OK(em__calloc_record_stream(f.a, a, &s3));
+  s2.queued++, s3.queued++; /* kernels on s2 and s3 still read a */
+  f.dev.events_left = 2;    /* s2's event is recorded, s3's fails */
+  em__calloc_free(f.a, a);
+  ASSERT_EQ(f.dev.stream_syncs, 1);
+  ASSERT_EQ(s3.done, s3.queued); /* waited for s3 */
+  ASSERT_EQ(s2.done, s2.queued); /* and for s2's event */
+  f.dev.events_left = 0;
+  ALLOC(&f, b, 4096, &s1); /* safe to reuse now */
+  ASSERT_TRUE(b->ptr == pa);
+  em_cuda_memory_stats s = stats(&f);
+  ASSERT_EQ(s.num_pending_frees, 0);
+  ASSERT_EQ(f.dev.events_live, 0);
+  em__calloc_free(f.a, b);
+  /* no event at all */
+  ALLOC(&f, c, 4096, &s1);
+  ASSERT_OK(em__calloc_record_stream(f.a, c, &s2));
+  s2.queued++;
+  f.dev.events_left = 1;
+  em__calloc_free(f.a, c);
+  ASSERT_EQ(f.dev.stream_syncs, 2);
+  ASSERT_EQ(s2.done, s2.queued);
+  f.dev.events_left = 0;
+  ALLOC(&f, d, 4096, &s1);
+  ASSERT_TRUE(d->ptr == pa);
+  em__calloc_free(f.a, d);
   ASSERT_TRUE(fixture_done(&f));
 }
 

@@ -130,6 +130,10 @@ class TestDevice(unittest.TestCase):
         default.wait_event(ev)
         with self.assertRaisesRegex(ValueError, "enable_timing"):
             ev.elapsed_time(ev)
+        # a dead Stream's CUDA stream serves the next one (its cached blocks too)
+        handle = s.cuda_stream
+        del s
+        self.assertEqual(ember.cuda.Stream().cuda_stream, handle)
 
     def test_record_stream(self):
         s = ember.cuda.Stream()
