@@ -240,6 +240,9 @@ typedef struct em_gemm_args {
   int64_t sab, sa0, sa1; /* a's strides (batch, row, col), elements */
   int64_t sbb, sb0, sb1;
   double alpha, beta;
+  /* A device kernel (one call does the whole product) stores its status
+   * here, its error message in the calling thread's. */
+  em_status *status;
 } em_gemm_args;
 typedef void (*em_gemm_fn)(const em_gemm_args *g, int64_t r0, int64_t r1);
 

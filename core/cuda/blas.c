@@ -23,9 +23,10 @@
  * float32, with reduced-precision reductions allowed unless
  * em_cuda_set_allow_reduced_precision_reduction(false).
  *
- * Errors: em_gemm_fn returns nothing; a cuBLAS failure is left in the
- * executing thread's em_last_error() and the result is undefined (the
- * next synchronising call reports a device fault if there was one). */
+ * Errors: the front end (core/ops_linalg.c gemm_run) calls the entry once
+ * on its own thread; a failure (cuBLAS, the 32-bit size limits, an
+ * allocation for a dense copy) comes back through em_gemm_args.status
+ * with its message, and the op fails. */
 #include <cublas_v2.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -251,10 +252,11 @@ done:
   return st;
 }
 
-#define DEF_MM(DT)                                                      \
-  static void mm_##DT(const em_gemm_args *g, int64_t r0, int64_t r1) { \
+#define DEF_MM(DT)                                                           \
+  static void mm_##DT(const em_gemm_args *g, int64_t r0, int64_t r1) {      \
     if (r0 != 0) return; /* the call with row 0 does the whole product */ \
-    (void)gemm(g, EM_##DT, em__cuda_device_of(g->c));                            \
+    em_status st = gemm(g, EM_##DT, em__cuda_device_of(g->c));             \
+    if (g->status) *g->status = st;                                         \
   }
 DEF_MM(FLOAT32)
 DEF_MM(FLOAT64)
