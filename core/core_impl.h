@@ -159,8 +159,9 @@ typedef void (*em_loop_fn)(char **data, const int64_t *strides, int64_t n,
  * broadcastable to it (checked by the caller). */
 void em__iter_init(em_iter *it, int n, em_tensor *const *ops, int ndim, const int64_t *shape);
 /* Runs fn over the whole iteration, split across threads when numel >
- * grain (grain <= 0 picks the default for cheap ops). */
-void em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_t grain);
+ * grain (grain <= 0 picks the default for cheap ops). A device iteration
+ * returns its launch status (the CPU always EM_OK). */
+em_status em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_t grain);
 /* Runs fn over a sub-range [begin, end) of the flattened iteration. */
 void em__iter_run_range(const em_iter *it, em_loop_fn fn, const em_op_attrs *a,
                         int64_t begin, int64_t end);

@@ -130,16 +130,13 @@ static void run_tiles(void *ctx, int64_t b, int64_t e) {
   }
 }
 
-void em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_t grain) {
-  if (it->numel == 0) return;
+em_status em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_t grain) {
+  if (it->numel == 0) return EM_OK;
 #ifdef EMBER_CUDA
   /* CUDA device branch (core/cuda/cuda_impl.h): the table entry is then an
-   * emcu_elem_fn, launched once over the whole iteration. A launch error
-   * stays in em_last_error(); run_into below reports it as its status. */
-  if (it->device.type == EM_CUDA) {
-    (void)em__cuda_iter_run(it->device.index, (void *)fn, it, a);
-    return;
-  }
+   * emcu_elem_fn, launched once over the whole iteration; its launch
+   * status is the result. */
+  if (it->device.type == EM_CUDA) return em__cuda_iter_run(it->device.index, (void *)fn, it, a);
 #endif
   if (transposing(it)) {
     tile_ctx c = {it, fn, a};
@@ -147,15 +144,16 @@ void em__iter_run(const em_iter *it, em_loop_fn fn, const em_op_attrs *a, int64_
     if (grain <= 0) grain = EM_GRAIN_CHEAP;
     int64_t per = (grain + TILE * it->shape[0] - 1) / (TILE * it->shape[0]);
     em__parallel_for(blocks, per < 1 ? 1 : per, run_tiles, &c);
-    return;
+    return EM_OK;
   }
   if (grain <= 0) grain = EM_GRAIN_CHEAP;
   if (it->numel <= grain) {
     em__iter_run_range(it, fn, a, 0, it->numel);
-    return;
+    return EM_OK;
   }
   run_ctx r = {it, fn, a};
   em__parallel_for(it->numel, grain, run_part, &r);
+  return EM_OK;
 }
 
 /* ---- type promotion ---------------------------------------------------------- */
@@ -267,13 +265,7 @@ static em_status run_into(em_op op, em_dtype key, em_tensor *out, int nin,
   }
   em_iter it;
   em__iter_init(&it, nin + 1, ops, nd, shape);
-#ifdef EMBER_CUDA
-  if (it.device.type == EM_CUDA) { /* CUDA: the launch status is the op's */
-    st = it.numel ? em__cuda_iter_run(it.device.index, (void *)fn, &it, a) : EM_OK;
-    goto done;
-  }
-#endif
-  em__iter_run(&it, fn, a, grain);
+  st = em__iter_run(&it, fn, a, grain); /* a device launch's status is the op's */
 done:
   for (int i = 0; i < nin; i++) em_tensor_release(tmp[i]);
   return st;

@@ -141,7 +141,7 @@ static em_status fill_into(em_tensor *t, em_scalar v) {
   if (!fn) return em_last_status();
   em_iter it;
   em__iter_init(&it, 1, &t, t->ndim, t->shape);
-  em__iter_run(&it, fn, &a, EM_GRAIN_CHEAP);
+  EM_CHECK(em__iter_run(&it, fn, &a, EM_GRAIN_CHEAP));
   em__bump_version(t);
   return EM_OK;
 }

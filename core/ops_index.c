@@ -283,7 +283,7 @@ static em_status run_along_dim(em_op op, int dim, em_tensor *x, em_tensor *idx, 
     em_iter it;
     em__iter_init(&it, n, ops, nd, shape);
     int64_t grain = EM_GRAIN_CHEAP / (a.i[0] > 0 ? a.i[0] : 1);
-    em__iter_run(&it, fn, &a, grain > 0 ? grain : 1);
+    st = em__iter_run(&it, fn, &a, grain > 0 ? grain : 1);
   }
   em_tensor_release(vx);
   em_tensor_release(vi);
@@ -977,7 +977,7 @@ static em_status adv_prepare(const char *op, em_tensor *t, int n, em_tensor *con
     a.i[0] = p->mul[k];
     em_iter it;
     em__iter_init(&it, 2, (em_tensor *[]){p->off, p->grp[k]}, p->bnd, p->bshape);
-    em__iter_run(&it, add_offsets, &a, EM_GRAIN_CHEAP);
+    (void)em__iter_run(&it, add_offsets, &a, EM_GRAIN_CHEAP); /* CPU only */
   }
   return EM_OK;
 fail:
