@@ -25,8 +25,8 @@
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
 
 /* Kernel signatures: must match core/cpu/shape.c. */
-typedef void (*cat_fn)(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
-                       const int64_t *row);
+typedef em_status (*cat_fn)(char *out, int64_t outer, int64_t out_row, int n,
+                            char *const *src, const int64_t *row);
 typedef void (*repeat_fn)(char *out, const char *src, int nd, const int64_t *shape,
                           const int64_t *reps, int64_t esize);
 
@@ -146,7 +146,8 @@ em_tensor *em_tensor_cat(int n, em_tensor *const *ts, int dim) {
       int k1 = k;
       int64_t w = 0;
       while (k1 < n && row[k1] >= 0) w += row[k1++];
-      if (w > 0) fn(em__data_ptr(out) + col, outer, out_row, k1 - k, src + k, row + k);
+      if (w > 0 && (st = fn(em__data_ptr(out) + col, outer, out_row, k1 - k, src + k, row + k)))
+        goto done;
       col += w;
       k = k1;
     }

@@ -5,12 +5,13 @@
  * Kernel signatures (shared with core/ops_shape.c, which declares the same
  * typedefs):
  *
- *   CAT:    void (char *out, int64_t outer, int64_t out_row, int n,
- *                 char *const *src, const int64_t *row)
+ *   CAT:    em_status (char *out, int64_t outer, int64_t out_row, int n,
+ *                      char *const *src, const int64_t *row)
  *     out rows are out_row bytes apart; input k is [outer, row[k]] bytes,
  *     contiguous, and lands at byte sum(row[0..k)) of each out row (the
  *     inputs may fill only part of a row: the caller offsets out).
- *     src[k] may be NULL when row[k] == 0.
+ *     src[k] may be NULL when row[k] == 0. The CPU's never fails; a
+ *     device's returns its copy's status.
  *
  *   REPEAT: void (char *out, const char *src, int nd, const int64_t *shape,
  *                 const int64_t *reps, int64_t esize)
@@ -54,8 +55,8 @@ static void cat_bytes(void *p, int64_t b, int64_t e) {
   }
 }
 
-static void cat_kernel(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
-                       const int64_t *row) {
+static em_status cat_kernel(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
+                            const int64_t *row) {
   int64_t col_small[64];
   int64_t *col = n <= 64 ? col_small : malloc(sizeof(int64_t) * (size_t)n);
   cat_ctx c = {out, out_row, n, src, row, col};
@@ -67,7 +68,7 @@ static void cat_kernel(char *out, int64_t outer, int64_t out_row, int n, char *c
         off += row[k];
       }
     }
-    return;
+    return EM_OK;
   }
   int64_t off = 0;
   for (int k = 0; k < n; k++) {
@@ -81,6 +82,7 @@ static void cat_kernel(char *out, int64_t outer, int64_t out_row, int n, char *c
     em__parallel_for(outer, grain > 0 ? grain : 1, cat_rows, &c);
   }
   if (col != col_small) free(col);
+  return EM_OK;
 }
 
 /* ---- repeat --------------------------------------------------------------------- */

@@ -1,32 +1,35 @@
 /* CUDA entries of the shape family (signatures: core/cpu/shape.c).
  *
- *   CAT:    void (char *out, int64_t outer, int64_t out_row, int n,
- *                 char *const *src, const int64_t *row)
+ *   CAT:    em_status (char *out, int64_t outer, int64_t out_row, int n,
+ *                      char *const *src, const int64_t *row)
  *     input k ([outer, row[k]] bytes, contiguous) lands at byte
- *     sum(row[0..k)) of each out row: one cudaMemcpy2DAsync per input.
+ *     sum(row[0..k)) of each out row: one cudaMemcpy2DAsync per input (a
+ *     plain copy for one row); the copies' status is returned.
  *   REPEAT: void (char *out, const char *src, int nd, const int64_t *shape,
  *                 const int64_t *reps, int64_t esize): one kernel.
- * Both only move bytes, so one function serves every dtype. The family's
- * kernels return nothing: a failed launch leaves its error in
- * em_last_error() (and the next synchronising call fails). */
+ * Both only move bytes, so one function serves every dtype. REPEAT
+ * returns nothing: a failed launch leaves its error in em_last_error()
+ * (and the next synchronising call fails). */
 #include "core/cuda/cuda_impl.h"
 
-static void cat_cuda(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
-                     const int64_t *row) {
+static em_status cat_cuda(char *out, int64_t outer, int64_t out_row, int n, char *const *src,
+                          const int64_t *row) {
   cudaStream_t s;
-  if (outer == 0 || em__cuda_enter(em__cuda_device_of(out), &s)) return;
+  if (outer == 0) return EM_OK;
+  EM_CHECK(em__cuda_enter(em__cuda_device_of(out), &s));
   int64_t col = 0;
   for (int k = 0; k < n; k++) {
     if (row[k] > 0) {
-      cudaError_t err = cudaMemcpy2DAsync(out + col, (size_t)out_row, src[k], (size_t)row[k],
-                                          (size_t)row[k], (size_t)outer, cudaMemcpyDeviceToDevice, s);
-      if (err != cudaSuccess) {
-        em__cuda_error(err, "cat: copy of input %d", k);
-        return;
-      }
+      /* one row: a plain copy (a 2D copy's pitch is limited, to 2 GiB) */
+      cudaError_t err =
+          outer == 1 ? cudaMemcpyAsync(out + col, src[k], (size_t)row[k], cudaMemcpyDeviceToDevice, s)
+                     : cudaMemcpy2DAsync(out + col, (size_t)out_row, src[k], (size_t)row[k],
+                                         (size_t)row[k], (size_t)outer, cudaMemcpyDeviceToDevice, s);
+      if (err != cudaSuccess) return em__cuda_error(err, "cat: copy of input %d", k);
     }
     col += row[k] > 0 ? row[k] : 0;
   }
+  return EM_OK;
 }
 
 static void repeat_cuda(char *out, const char *src, int nd, const int64_t *shape,
