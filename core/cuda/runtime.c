@@ -669,9 +669,9 @@ em_status em_cuda_empty_cache(void) {
 /* ---- copies between devices ---------------------------------------------------------------------------- */
 
 /* Copies nbytes; host memory is pinned when hs (its storage) comes from
- * the pinned allocator. Host->device from pageable memory returns once the
- * data is staged (CUDA's rule); from pinned memory it returns at once
- * unless sync, recording an event that keeps the pinned block from reuse.
+ * the pinned allocator. Host->device waits for the copy when sync (as
+ * torch's blocking copy); else, from pinned memory, it returns at once,
+ * recording an event that keeps the pinned block from reuse.
  * Device->host waits unless the host side is pinned and !sync. Between
  * devices: on the destination's current stream after the source's
  * current stream; across devices it waits. */
@@ -684,12 +684,12 @@ static em_status copy_bytes(void *dst, em_device dd, const void *src, em_device 
     EM_CHECK(em__cuda_enter(dd.index, &s));
     EM_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s),
                   "to(cuda:%d): copy of %zu bytes", dd.index, n);
-    if (pinned_host) {
-      if (sync)
-        EM_CUDA_CHECK(cudaStreamSynchronize(s), "to(cuda:%d)", dd.index);
-      else
-        pinned_record(hs, dd.index, s);
-    }
+    /* blocking: waits even from pageable memory (it may be page-locked
+     * by someone else, and then the copy would not have read it yet) */
+    if (sync)
+      EM_CUDA_CHECK(cudaStreamSynchronize(s), "to(cuda:%d)", dd.index);
+    else if (pinned_host)
+      pinned_record(hs, dd.index, s);
     return EM_OK;
   }
   if (dd.type == EM_CPU) { /* device -> host */
