@@ -11,6 +11,12 @@
  * Batch norm momentum: a NaN momentum given to em_nn_batch_norm1d/2d is
  * PyTorch's momentum=None (a cumulative moving average, factor
  * 1/num_batches_tracked).
+ *
+ * On a GPU: batch norm with batch statistics runs on cuDNN as its own
+ * autograd node (bn_cuda_function); batch norm with the running
+ * statistics, layer norm and group norm (and batch norm in a build without
+ * cuDNN) are composed of differentiable ops, which run as CUDA kernels and
+ * record their own nodes. float16/bfloat16 compute in float32 there too.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -22,6 +28,10 @@
 #include "core/core_impl.h"
 #include "nn/nn.h"
 #include "nn/nn_impl.h"
+#ifdef EMBER_CUDA
+#include "core/cuda/cuda_nn.h"
+#include "core/cuda/ember_cuda.h"
+#endif
 
 /* core/ops_copy.c */
 em_status em__copy_into(em_tensor *dst, em_tensor *src);
@@ -38,14 +48,14 @@ em_status em__copy_into(em_tensor *dst, em_tensor *src);
 
 static void *data_of(em_tensor *t) { return t ? em__data_ptr(t) : NULL; }
 
-/* x must be a floating CPU tensor. */
+/* x must be a floating tensor on the CPU or a CUDA device. */
 static em_status check_x(const char *op, em_tensor *x) {
   if (!x) return em__set_error(EM_ERR_INVALID, "%s: input must not be NULL", op);
   if (!em_dtype_is_float((em_dtype)x->dtype))
     return em__set_error(EM_ERR_DTYPE, "%s: \"%s\" not implemented for '%s'", op, op,
                          em__torch_dtype_name((em_dtype)x->dtype));
-  if (!em_device_eq(x->device, EM_DEVICE_CPU))
-    return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
+  if (x->device.type != EM_CPU && x->device.type != EM_CUDA)
+    return em__set_error(EM_ERR_DEVICE, "%s: unsupported device", op);
   return EM_OK;
 }
 
@@ -58,8 +68,12 @@ static em_status check_param_dtype(const char *op, const char *name, em_tensor *
     return em__set_error(EM_ERR_DTYPE,
                          "%s: expected %s to have scalar type %s (the input's), but got %s", op,
                          name, em__torch_dtype_name(xd), em__torch_dtype_name(pd));
-  if (!em_device_eq(p->device, EM_DEVICE_CPU))
-    return em__set_error(EM_ERR_DEVICE, "%s: only CPU tensors are supported in this build", op);
+  if (!em_device_eq(p->device, x->device)) {
+    char a[16], b[16];
+    return em__set_error(EM_ERR_DEVICE,
+                         "%s: expected %s on the input's device (%s), but it is on %s", op, name,
+                         em_device_str(x->device, a, sizeof a), em_device_str(p->device, b, sizeof b));
+  }
   return EM_OK;
 }
 
@@ -102,6 +116,7 @@ typedef struct bn_ctx {
   bool batch_stats, has_w;
   double eps, momentum;
   em_tensor *running_mean, *running_var; /* borrowed during forward only */
+  em_dtype bias_dtype;                   /* the GPU path's gradient for it */
 } bn_ctx;
 
 /* in: x [N, C, ...], weight, bias (NULL allowed). out: y. Saved: x,
@@ -258,6 +273,200 @@ done:
 static const em_ag_function bn_function = {"NativeBatchNormBackward0", bn_fn_forward,
                                            bn_fn_backward};
 
+/* ---- on a GPU ---------------------------------------------------------------------------
+ * Composed of differentiable ops (see the top). Each helper returns a new
+ * tensor or NULL with the error set, and leaves its arguments alone. */
+
+/* x in the dtype the statistics are computed in (float32 for halves). */
+static em_tensor *gpu_compute_in(em_tensor *x) {
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
+  return cdt == dt ? em_tensor_retain(x) : em_tensor_to_dtype(x, cdt);
+}
+
+/* (x - mean) * rsqrt(var + eps) over dims of x (population variance);
+ * mean_out / var_out (optional): the statistics (keepdim). */
+static em_tensor *gpu_normalize(em_tensor *x, int nd, const int64_t *dims, double eps,
+                                em_tensor **mean_out, em_tensor **var_out) {
+  em_tensor *m = em_tensor_mean(x, nd, dims, true, EM_DTYPE_UNDEFINED);
+  em_tensor *v = m ? em_tensor_var(x, nd, dims, 0, true) : NULL;
+  em_tensor *ve = v ? em_tensor_add_scalar(v, em_scalar_float(eps)) : NULL;
+  em_tensor *rs = ve ? em_tensor_rsqrt(ve) : NULL;
+  em_tensor *xm = rs ? em_tensor_sub(x, m) : NULL;
+  em_tensor *y = xm ? em_tensor_mul(xm, rs) : NULL;
+  em_tensor_release(ve), em_tensor_release(rs), em_tensor_release(xm);
+  if (y && mean_out) *mean_out = em_tensor_retain(m);
+  if (y && var_out) *var_out = em_tensor_retain(v);
+  em_tensor_release(m), em_tensor_release(v);
+  return y;
+}
+
+/* y * w + b, w and b (either NULL) viewed as [C, 1, ...] (ndim - 1 ones)
+ * when per_channel, else as they are; then x's dtype. Consumes y. */
+static em_tensor *gpu_affine(em_tensor *y, em_tensor *w, em_tensor *b, bool per_channel, int ndim,
+                             em_dtype dt) {
+  int64_t shape[EM_MAX_DIMS];
+  em_tensor *ps[2] = {w, b};
+  for (int k = 0; k < 2 && y; k++) {
+    if (!ps[k]) continue;
+    em_tensor *pv = em_tensor_retain(ps[k]), *r;
+    if (per_channel) {
+      shape[0] = ps[k]->numel;
+      for (int i = 1; i < ndim; i++) shape[i] = 1;
+      em_tensor_release(pv);
+      pv = em_tensor_reshape(ps[k], ndim, shape);
+    }
+    r = pv ? (k == 0 ? em_tensor_mul(y, pv) : em_tensor_add(y, pv)) : NULL;
+    em_tensor_release(pv), em_tensor_release(y);
+    y = r;
+  }
+  if (y && (em_dtype)y->dtype != dt) {
+    em_tensor *r = em_tensor_to_dtype(y, dt);
+    em_tensor_release(y);
+    y = r;
+  }
+  return y;
+}
+
+/* stat <- (1 - m) stat + m * batch (no autograd; batch keepdim, any
+ * layout: flattened to stat's shape). */
+static em_status gpu_update_running(em_tensor *stat, em_tensor *batch, double m) {
+  bool prev = em_set_grad_enabled(false);
+  em_tensor *bf = em_tensor_reshape(batch, stat->ndim, stat->shape);
+  em_tensor *a = bf ? em_tensor_mul_scalar(bf, em_scalar_float(m)) : NULL;
+  em_tensor *old = a ? em_tensor_to_dtype(stat, (em_dtype)a->dtype) : NULL;
+  em_tensor *o = old ? em_tensor_mul_scalar(old, em_scalar_float(1 - m)) : NULL;
+  em_tensor *n = o ? em_tensor_add(o, a) : NULL;
+  em_status st = n ? em__copy_into(stat, n) : em_last_status();
+  if (!st) em__bump_version(stat);
+  em_tensor_release(bf), em_tensor_release(a), em_tensor_release(old), em_tensor_release(o);
+  em_tensor_release(n);
+  em_set_grad_enabled(prev);
+  return st;
+}
+
+/* Batch norm with batch statistics, composed: normalised over every dim
+ * but the channels; the running statistics updated when given. */
+static em_tensor *gpu_batch_norm_batch(em_tensor *x, em_tensor *rm, em_tensor *rv, em_tensor *w,
+                                       em_tensor *b, double momentum, double eps) {
+  int64_t dims[EM_MAX_DIMS];
+  int nd = 0;
+  dims[nd++] = 0;
+  for (int d = 2; d < x->ndim; d++) dims[nd++] = d;
+  em_tensor *xc = gpu_compute_in(x), *mean = NULL, *var = NULL;
+  em_tensor *y = xc ? gpu_normalize(xc, nd, dims, eps, &mean, &var) : NULL;
+  int64_t M = x->numel / (x->shape[1] ? x->shape[1] : 1);
+  em_status st = y ? EM_OK : em_last_status();
+  if (!st && rm) st = gpu_update_running(rm, mean, momentum);
+  if (!st && rv) {
+    em_tensor *vu = em_tensor_mul_scalar(var, em_scalar_float(M > 1 ? (double)M / (double)(M - 1) : 1.0));
+    st = vu ? gpu_update_running(rv, vu, momentum) : em_last_status();
+    em_tensor_release(vu);
+  }
+  em_tensor_release(xc), em_tensor_release(mean), em_tensor_release(var);
+  if (st) {
+    em_tensor_release(y);
+    return NULL;
+  }
+  return gpu_affine(y, w, b, true, x->ndim - 1, (em_dtype)x->dtype);
+}
+
+/* Batch norm with the running statistics, composed. */
+static em_tensor *gpu_batch_norm_running(em_tensor *x, em_tensor *rm, em_tensor *rv, em_tensor *w,
+                                         em_tensor *b, double eps) {
+  int64_t shape[EM_MAX_DIMS];
+  shape[0] = x->shape[1];
+  for (int i = 1; i < x->ndim - 1; i++) shape[i] = 1;
+  em_tensor *xc = gpu_compute_in(x);
+  em_dtype cdt = xc ? (em_dtype)xc->dtype : EM_FLOAT32;
+  em_tensor *m = xc ? em_tensor_to_dtype(rm, cdt) : NULL, *v = m ? em_tensor_to_dtype(rv, cdt) : NULL;
+  em_tensor *mv = v ? em_tensor_reshape(m, x->ndim - 1, shape) : NULL;
+  em_tensor *vv = mv ? em_tensor_reshape(v, x->ndim - 1, shape) : NULL;
+  em_tensor *ve = vv ? em_tensor_add_scalar(vv, em_scalar_float(eps)) : NULL;
+  em_tensor *rs = ve ? em_tensor_rsqrt(ve) : NULL;
+  em_tensor *xm = rs ? em_tensor_sub(xc, mv) : NULL;
+  em_tensor *y = xm ? em_tensor_mul(xm, rs) : NULL;
+  em_tensor_release(xc), em_tensor_release(m), em_tensor_release(v), em_tensor_release(mv);
+  em_tensor_release(vv), em_tensor_release(ve), em_tensor_release(rs), em_tensor_release(xm);
+  return y ? gpu_affine(y, w, b, true, x->ndim - 1, (em_dtype)x->dtype) : NULL;
+}
+
+#ifdef EMBER_CUDA
+/* Batch norm with batch statistics on cuDNN: in x, weight, bias; saved x,
+ * weight, save_mean, save_invstd (cuDNN's, in the compute dtype). */
+static em_status bn_cuda_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, int *nout,
+                                 em_tensor **out) {
+  bn_ctx *b = em_ag_ctx_user(ctx);
+  em_tensor *x = in[0], *w = in[1], *bias = in[2];
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
+  em_tensor *xc = NULL, *wc = NULL, *bc = NULL, *rmc = NULL, *rvc = NULL, *y = NULL;
+  em_tensor *sm = NULL, *si = NULL;
+  em_status st = EM_OK;
+  EM_CHECK_PTR_GOTO(xc = em__as_compute(x, cdt), st, done);
+  if (w) EM_CHECK_PTR_GOTO(wc = em__as_compute(w, cdt), st, done);
+  if (bias) EM_CHECK_PTR_GOTO(bc = em__as_compute(bias, cdt), st, done);
+  if (b->running_mean) EM_CHECK_PTR_GOTO(rmc = em__as_compute(b->running_mean, cdt), st, done);
+  if (b->running_var) EM_CHECK_PTR_GOTO(rvc = em__as_compute(b->running_var, cdt), st, done);
+  EM_CHECK_GOTO(em__cuda_batch_norm_forward(xc, wc, bc, rmc, rvc, true, b->momentum, b->eps, &y,
+                                            &sm, &si),
+                st, done);
+  /* running statistics kept in another dtype or layout: copy back */
+  if (rmc && rmc != b->running_mean) EM_CHECK_GOTO(em__copy_into(b->running_mean, rmc), st, done);
+  if (rvc && rvc != b->running_var) EM_CHECK_GOTO(em__copy_into(b->running_var, rvc), st, done);
+  if (cdt != dt) EM_CHECK_GOTO(em__convert_owned(&y, dt), st, done);
+  if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
+      em_ag_ctx_needs_input_grad(ctx, 2)) {
+    em_tensor *save[4] = {x, w, sm, si};
+    EM_CHECK_GOTO(em_ag_ctx_save(ctx, 4, save), st, done);
+  }
+done:
+  em_tensor_release(xc), em_tensor_release(wc), em_tensor_release(bc);
+  em_tensor_release(rmc), em_tensor_release(rvc), em_tensor_release(sm), em_tensor_release(si);
+  b->running_mean = b->running_var = NULL;
+  if (st) {
+    em_tensor_release(y);
+    return st;
+  }
+  out[0] = y;
+  *nout = 1;
+  return EM_OK;
+}
+
+static em_status bn_cuda_backward(em_ag_ctx *ctx, int nout, em_tensor *const *grad_out, int nin,
+                                  em_tensor **grad_in) {
+  bn_ctx *b = em_ag_ctx_user(ctx);
+  em_tensor *dy = grad_out[0];
+  if (!dy) return EM_OK;
+  em_tensor *x = em_ag_ctx_saved(ctx, 0), *w = NULL, *sm, *si;
+  if (!x || (b->has_w && !(w = em_ag_ctx_saved(ctx, 1))) || !(sm = em_ag_ctx_saved(ctx, 2)) ||
+      !(si = em_ag_ctx_saved(ctx, 3)))
+    return em_last_status();
+  em_dtype dt = (em_dtype)x->dtype, cdt = em__compute_dtype(dt);
+  em_tensor *xc = NULL, *dyc = NULL, *wc = NULL, *dx = NULL, *dw = NULL, *db = NULL;
+  em_status st = EM_OK;
+  EM_CHECK_PTR_GOTO(xc = em__as_compute(x, cdt), st, done);
+  EM_CHECK_PTR_GOTO(dyc = em__as_compute(dy, cdt), st, done);
+  if (w) EM_CHECK_PTR_GOTO(wc = em__as_compute(w, cdt), st, done);
+  EM_CHECK_GOTO(em__cuda_batch_norm_backward(xc, dyc, wc, sm, si, b->eps, &dx, &dw, &db), st, done);
+  if (em_ag_ctx_needs_input_grad(ctx, 0) && cdt != dt) EM_CHECK_GOTO(em__convert_owned(&dx, dt), st, done);
+  if (w && (em_dtype)w->dtype != cdt) EM_CHECK_GOTO(em__convert_owned(&dw, (em_dtype)w->dtype), st, done);
+  if (b->bias_dtype != cdt) EM_CHECK_GOTO(em__convert_owned(&db, b->bias_dtype), st, done);
+done:
+  em_tensor_release(xc), em_tensor_release(dyc), em_tensor_release(wc);
+  if (st) {
+    em_tensor_release(dx), em_tensor_release(dw), em_tensor_release(db);
+    return st;
+  }
+  if (!em_ag_ctx_needs_input_grad(ctx, 0)) em_tensor_release(dx), dx = NULL;
+  if (!em_ag_ctx_needs_input_grad(ctx, 1)) em_tensor_release(dw), dw = NULL;
+  if (!em_ag_ctx_needs_input_grad(ctx, 2)) em_tensor_release(db), db = NULL;
+  grad_in[0] = dx, grad_in[1] = dw, grad_in[2] = db;
+  return EM_OK;
+}
+
+static const em_ag_function bn_cuda_function = {"CudnnBatchNormBackward0", bn_cuda_forward,
+                                                bn_cuda_backward};
+#endif
+
 /* Checks that an optional per-channel tensor has C elements. */
 static em_status check_numel(const char *op, const char *name, em_tensor *t, int64_t C,
                              em_tensor *x) {
@@ -298,14 +507,23 @@ em_tensor *em_nn_f_batch_norm(em_tensor *x, em_tensor *running_mean, em_tensor *
   /* running stats are updated in place inside forward: refuse ones that need grad */
   if ((running_mean && running_mean->requires_grad) || (running_var && running_var->requires_grad))
     return EM_FAIL(EM_ERR_INVALID, "%s: running_mean and running_var must not require grad", op);
+  const em_ag_function *fn = &bn_function;
+  if (x->device.type != EM_CPU) {
+    if (!batch_stats) return gpu_batch_norm_running(x, running_mean, running_var, weight, bias, eps);
+#ifdef EMBER_CUDA
+    if (em_cudnn_is_available()) fn = &bn_cuda_function;
+#endif
+    if (fn == &bn_function)
+      return gpu_batch_norm_batch(x, running_mean, running_var, weight, bias, momentum, eps);
+  }
   bn_ctx *u = malloc(sizeof *u);
   if (!u) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", op);
   *u = (bn_ctx){x->shape[0], C, S, batch_stats, weight != NULL, eps, momentum, running_mean,
-                running_var};
+                running_var, bias ? (em_dtype)bias->dtype : EM_DTYPE_UNDEFINED};
   em_tensor *in[3] = {x, weight, bias};
   em_tensor *out[EM_AG_MAX_OUTPUTS] = {0};
   int nout = 0;
-  if (em_ag_function_apply(&bn_function, u, free, 3, in, &nout, out)) return NULL;
+  if (em_ag_function_apply(fn, u, free, 3, in, &nout, out)) return NULL;
   return out[0];
 }
 
@@ -529,6 +747,14 @@ em_tensor *em_nn_f_layer_norm(em_tensor *x, int ndim, const int64_t *shape, em_t
                      op, names[k], names[k], em__tshape(p), ns);
     if (check_param_dtype(op, names[k], p, x)) return NULL;
   }
+  if (x->device.type != EM_CPU) { /* over the last ndim dims, composed */
+    int64_t dims[EM_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) dims[i] = x->ndim - ndim + i;
+    em_tensor *xc = gpu_compute_in(x);
+    em_tensor *y = xc ? gpu_normalize(xc, ndim, dims, eps, NULL, NULL) : NULL;
+    em_tensor_release(xc);
+    return y ? gpu_affine(y, weight, bias, false, 0, (em_dtype)x->dtype) : NULL;
+  }
   ln_ctx *u = calloc(1, sizeof *u);
   if (!u) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", op);
   int64_t D = 1;
@@ -656,6 +882,15 @@ em_tensor *em_nn_f_group_norm(em_tensor *x, int64_t num_groups, em_tensor *weigh
                      "input, but got %s of shape %s and input of shape %s",
                      op, names[k], names[k], em__tshape(p), em__tshape(x));
     if (check_param_dtype(op, names[k], p, x)) return NULL;
+  }
+  if (x->device.type != EM_CPU) { /* [N, G, rest] normalised over rest, composed */
+    const int64_t dim2[] = {2};
+    em_tensor *xc = gpu_compute_in(x);
+    em_tensor *xg = xc ? em_tensor_reshape(xc, EM_DIMS(N, num_groups, -1)) : NULL;
+    em_tensor *yg = xg ? gpu_normalize(xg, 1, dim2, eps, NULL, NULL) : NULL;
+    em_tensor *y = yg ? em_tensor_reshape(yg, x->ndim, x->shape) : NULL;
+    em_tensor_release(xc), em_tensor_release(xg), em_tensor_release(yg);
+    return y ? gpu_affine(y, weight, bias, true, x->ndim - 1, (em_dtype)x->dtype) : NULL;
   }
   gn_ctx *u = malloc(sizeof *u);
   if (!u) return EM_FAIL(EM_ERR_NOMEM, "%s: out of memory", op);

@@ -2,7 +2,8 @@
  * nn/'s CPU layers: convolution (cuDNN; strided, padded, dilated, grouped,
  * transposed) forward and backward, pooling (max with indices, average,
  * adaptive) forward and backward, batch norm (cuDNN) in training and eval
- * with the running statistics. Backward references come from the CPU
+ * with the running statistics; and the nn functions batch_norm, layer_norm
+ * and group_norm called on GPU tensors. Backward references come from the CPU
  * autograd of the nn functions: gradients of sum(y * v). Skips (77)
  * without a CUDA device. */
 #include "autograd/autograd.h"
@@ -190,6 +191,69 @@ EM_TEST(batch_norm_matches_the_cpu) {
   ASSERT_ERR(em__cuda_batch_norm_forward(h, NULL, NULL, NULL, NULL, true, 0.1, 1e-5, &y, NULL, NULL),
              EM_ERR_NOTIMPL, "float32 or float64");
   em_tensor_release(h);
+}
+/* ---- the nn functions on GPU tensors ------------------------------------------------------ */
+
+typedef struct norm_case {
+  int kind; /* 0 batch norm (training), 1 batch norm (eval), 2 layer norm, 3 group norm */
+  em_tensor *rm, *rv; /* batch norm's running statistics (on the inputs' device) */
+} norm_case;
+
+static em_tensor *norm_fn(em_tensor *const *in, void *ctx) {
+  norm_case *c = ctx;
+  const int64_t last[] = {5, 6};
+  switch (c->kind) {
+    case 0: return em_nn_f_batch_norm(in[0], c->rm, c->rv, in[1], in[2], true, 0.1, 1e-5);
+    case 1: return em_nn_f_batch_norm(in[0], c->rm, c->rv, in[1], in[2], false, 0.1, 1e-5);
+    case 2: return em_nn_f_layer_norm(in[0], 2, last, in[1], in[2], 1e-5);
+    default: return em_nn_f_group_norm(in[0], 3, in[1], in[2], 1e-5);
+  }
+}
+
+/* em_nn_f_batch_norm (cuDNN in training, composed in eval), layer_norm and
+ * group_norm (composed) on GPU tensors: outputs, running statistics and
+ * gradients of sum(y * v) against the same functions on the CPU; float16
+ * inputs compute in float32. */
+EM_TEST(norm_functions_on_the_gpu_match_the_cpu) {
+  REQUIRE_CUDA();
+  const em_dtype dts[] = {EM_FLOAT32, EM_FLOAT64, EM_FLOAT16};
+  for (int k = 0; k < 3; k++)
+    for (int kind = 0; kind < 4; kind++) {
+      em_dtype dt = dts[k];
+      double rt = dt == EM_FLOAT64 ? 1e-9 : dt == EM_FLOAT32 ? 1e-4 : 1e-2;
+      const int64_t C = 6;
+      em_tensor *x = g_values(EM_DIMS(4, C, 5, 6), dt, -2, 3, 1);
+      int64_t pn = kind == 2 ? 2 : 1, ps[2] = {kind == 2 ? 5 : C, 6};
+      em_tensor *w = g_values(pn, ps, dt, 0.5, 1.5, 2), *b = g_values(pn, ps, dt, -1, 1, 3);
+      em_tensor *v = g_values(EM_DIMS(4, C, 5, 6), dt, -1, 1, 4);
+      norm_case cc = {kind, NULL, NULL}, cg = {kind, NULL, NULL};
+      if (kind < 2) {
+        cc.rm = g_values(EM_DIMS(C), dt, -0.5, 0.5, 5), cc.rv = g_values(EM_DIMS(C), dt, 0.5, 2, 6);
+        cg.rm = g_to(cc.rm, GPU), cg.rv = g_to(cc.rv, GPU);
+      }
+      em_tensor *in[3] = {x, w, b}, *gin[3] = {g_to(x, GPU), g_to(w, GPU), g_to(b, GPU)};
+      em_tensor *gv = g_to(v, GPU), *yc = NULL, *yg = NULL, *gc[3] = {0}, *gg[3] = {0};
+      ASSERT_OK(cpu_grads(norm_fn, &cc, 3, in, v, &yc, gc));
+      ASSERT_OK(cpu_grads(norm_fn, &cg, 3, gin, gv, &yg, gg));
+      ASSERT_TRUE(em_device_eq(yg->device, GPU) && yg->dtype == dt);
+      ASSERT_GPU_CLOSE(yg, yc, rt, rt);
+      for (int i = 0; i < 3; i++) {
+        ASSERT_TRUE(em_device_eq(gg[i]->device, GPU));
+        ASSERT_GPU_CLOSE(gg[i], gc[i], rt * 10, rt * 10);
+      }
+      if (kind < 2) { /* updated in training, untouched in eval */
+        ASSERT_GPU_CLOSE(cg.rm, cc.rm, rt, rt);
+        ASSERT_GPU_CLOSE(cg.rv, cc.rv, rt, rt);
+      }
+      em_tensor *all[] = {x, w, b, v, gin[0], gin[1], gin[2], gv, yc, yg, gc[0], gc[1], gc[2],
+                          gg[0], gg[1], gg[2], cc.rm, cc.rv, cg.rm, cg.rv};
+      for (size_t j = 0; j < sizeof all / sizeof all[0]; j++) em_tensor_release(all[j]);
+    }
+  /* parameters on another device than the input: a clear error */
+  em_tensor *x = em_tensor_ones(EM_DIMS(2, 3), EM_FLOAT32), *gx = g_to(x, GPU);
+  ASSERT_NULL_ERR(em_nn_f_batch_norm(gx, NULL, NULL, x, NULL, true, 0.1, 1e-5), EM_ERR_DEVICE,
+                  "expected weight on the input's device");
+  em_tensor_release(gx), em_tensor_release(x);
 }
 #else
 EM_TEST(no_cuda_in_this_build) { EM_SKIP("no CUDA device: %s", em_cuda_unavailable_reason()); }
