@@ -292,6 +292,17 @@ static em_status nll_validate(const char *op, em_tensor *input, em_tensor *targe
 /* The custom function on validated arguments; logp is float. */
 static em_tensor *nll_apply(const char *op, em_tensor *logp, em_tensor *target, em_tensor *weight,
                             em_reduction red, int64_t ignore, double ls) {
+  if (logp->device.type != EM_CPU) {
+    /* on a GPU: computed on the host, the log-probabilities moved there and
+     * the loss back (both moves differentiable); targets and weights too */
+    em_tensor *x = em_tensor_to_device(logp, EM_DEVICE_CPU), *t = NULL, *w = NULL, *r = NULL;
+    if (x) t = em_tensor_to_device(target, EM_DEVICE_CPU);
+    if (t && weight) w = em_tensor_to_device(weight, EM_DEVICE_CPU);
+    if (t && (!weight || w)) r = nll_apply(op, x, t, w, red, ignore, ls);
+    em_tensor *o = r ? em_tensor_to_device(r, logp->device) : NULL;
+    em_tensor_release(r), em_tensor_release(w), em_tensor_release(t), em_tensor_release(x);
+    return o;
+  }
   em_dtype dt = (em_dtype)logp->dtype;
   if (dt != EM_FLOAT32 && dt != EM_FLOAT64) {
     /* half types: compute in float32, hand back the input's dtype */

@@ -546,7 +546,9 @@ static em_tensor *zeros_like(em_tensor *p) {
 /* t itself (retained) when it is contiguous of dtype dt, else a contiguous
  * copy converted to dt. */
 static em_tensor *stage(em_tensor *t, em_dtype dt) {
-  if (t->dtype == dt && em_tensor_is_contiguous(t)) return em_tensor_retain(t);
+  if (t->dtype == dt && em_tensor_is_contiguous(t) && t->device.type == EM_CPU)
+    return em_tensor_retain(t);
+  /* a host copy (a GPU tensor's too: the update kernels run on the host) */
   em_tensor *c = em_tensor_empty(t->ndim, t->shape, dt);
   if (c && em_tensor_copy_(c, t)) {
     em_tensor_release(c);

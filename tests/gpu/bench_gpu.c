@@ -230,7 +230,8 @@ static em_status module_to(em_module *m, em_device dev) {
   return st;
 }
 
-/* Cross-entropy from ops (nn's loss reads its targets on the host):
+/* Cross-entropy from ops, on the device (nn's cross_entropy computes a GPU
+ * tensor's loss on the host):
  * -sum(onehot * log_softmax(logits)) / batch. */
 static em_tensor *ce_loss(em_tensor *logits, em_tensor *onehot) {
   em_tensor *ls = em_tensor_log_softmax(logits, 1, EM_DTYPE_UNDEFINED);

@@ -8,6 +8,7 @@
  * without a CUDA device. */
 #include "autograd/autograd.h"
 #include "nn/nn.h"
+#include "nn/optim.h"
 #include "tests/gpu/gpu_util.h"
 #ifdef EMBER_CUDA
 #include "core/cuda/cuda_nn.h"
@@ -254,6 +255,61 @@ EM_TEST(norm_functions_on_the_gpu_match_the_cpu) {
   ASSERT_NULL_ERR(em_nn_f_batch_norm(gx, NULL, NULL, x, NULL, true, 0.1, 1e-5), EM_ERR_DEVICE,
                   "expected weight on the input's device");
   em_tensor_release(gx), em_tensor_release(x);
+}
+typedef struct ce_case {
+  em_tensor *target, *weight; /* on the input's device */
+} ce_case;
+
+static em_tensor *ce_fn(em_tensor *const *in, void *ctx) {
+  ce_case *c = ctx;
+  em_ce_options o = {.weight = c->weight, .label_smoothing = 0.1, .reduction = EM_REDUCTION_MEAN};
+  return em_nn_f_cross_entropy(in[0], c->target, &o);
+}
+
+/* cross_entropy (nll_loss underneath) on GPU tensors, with class weights
+ * and label smoothing: the loss and its gradients against the CPU; then
+ * SGD with momentum and Adam steps on GPU parameters against the same
+ * steps on CPU copies. */
+EM_TEST(losses_and_optimizers_on_gpu_tensors) {
+  REQUIRE_CUDA();
+  int64_t tv[8] = {0, 4, 2, 2, 1, 3, 0, 4};
+  em_tensor *x = g_values(EM_DIMS(8, 5), EM_FLOAT32, -2, 2, 1);
+  em_tensor *w = g_values(EM_DIMS(5), EM_FLOAT32, 0.5, 1.5, 2);
+  em_tensor *t = em_tensor_from_data(tv, EM_DIMS(8), EM_INT64), *gt = g_to(t, GPU);
+  em_tensor *one = em_tensor_scalar(em_scalar_float(1), EM_FLOAT32), *gone = g_to(one, GPU);
+  em_tensor *in[1] = {x}, *gin[1] = {g_to(x, GPU)}, *gw = g_to(w, GPU);
+  em_tensor *yc = NULL, *yg = NULL, *gc[1] = {0}, *gg[1] = {0};
+  ce_case cc = {t, w}, cg = {gt, gw};
+  ASSERT_OK(cpu_grads(ce_fn, &cc, 1, in, one, &yc, gc));
+  ASSERT_OK(cpu_grads(ce_fn, &cg, 1, gin, gone, &yg, gg));
+  ASSERT_TRUE(em_device_eq(yg->device, GPU) && em_device_eq(gg[0]->device, GPU));
+  ASSERT_GPU_CLOSE(yg, yc, 1e-5, 1e-6);
+  ASSERT_GPU_CLOSE(gg[0], gc[0], 1e-5, 1e-6);
+  for (int kind = 0; kind < 2; kind++) {
+    em_tensor *p = em_tensor_clone(x), *gp = g_to(x, GPU);
+    ASSERT_OK(em_tensor_set_requires_grad(p, true));
+    ASSERT_OK(em_tensor_set_requires_grad(gp, true));
+    em_sgd_options so = {.lr = 0.1, .momentum = 0.9};
+    em_adam_options ao = {.lr = 0.01};
+    em_optimizer *oc = kind ? em_optim_adam(1, &p, &ao) : em_optim_sgd(1, &p, &so);
+    em_optimizer *og = kind ? em_optim_adam(1, &gp, &ao) : em_optim_sgd(1, &gp, &so);
+    ASSERT_NOTNULL(oc);
+    ASSERT_NOTNULL(og);
+    for (int step = 0; step < 3; step++) {
+      em_tensor *grad = g_values(EM_DIMS(8, 5), EM_FLOAT32, -1, 1, 10 + step), *ggrad = g_to(grad, GPU);
+      ASSERT_OK(em_tensor_set_grad(p, grad));
+      ASSERT_OK(em_tensor_set_grad(gp, ggrad));
+      ASSERT_OK(em_optim_step(oc));
+      ASSERT_OK(em_optim_step(og));
+      em_tensor_release(grad), em_tensor_release(ggrad);
+    }
+    ASSERT_TRUE(em_device_eq(gp->device, GPU));
+    ASSERT_GPU_CLOSE(gp, p, 1e-5, 1e-6);
+    em_optim_free(oc), em_optim_free(og);
+    em_tensor_release(p), em_tensor_release(gp);
+  }
+  em_tensor *all[] = {x, w, gw, t, gt, one, gone, gin[0], yc, yg, gc[0], gg[0]};
+  for (size_t j = 0; j < sizeof all / sizeof all[0]; j++) em_tensor_release(all[j]);
 }
 #else
 EM_TEST(no_cuda_in_this_build) { EM_SKIP("no CUDA device: %s", em_cuda_unavailable_reason()); }
