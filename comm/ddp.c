@@ -239,6 +239,25 @@ static const char *line_at(const char *s, int k, char *buf, size_t size) {
   return buf;
 }
 
+/* DDP's own small collectives (the parameter check, the bucket order) run
+ * on the parameters' device: the nccl backend takes GPU tensors only. t
+ * (stolen) moved there; NULL with the error set. */
+static em_tensor *to_params_device(const em_ddp *d, em_tensor *t) {
+  em_device dev = d->np ? d->ps[0].p->device : EM_DEVICE_CPU;
+  if (!t || em_device_eq(dev, t->device)) return t;
+  em_tensor *m = em_tensor_to_device(t, dev);
+  em_tensor_release(t);
+  return m;
+}
+
+/* t (stolen) on the host, for reading. */
+static em_tensor *to_host(em_tensor *t) {
+  if (!t || t->device.type == EM_CPU) return t;
+  em_tensor *m = em_tensor_to_device(t, EM_DEVICE_CPU);
+  em_tensor_release(t);
+  return m;
+}
+
 /* Every rank's parameter list must match rank 0's. */
 static em_status verify_params(em_ddp *d) {
   int world = em_pg_size(d->pg), rank = em_pg_rank(d->pg);
@@ -248,24 +267,28 @@ static em_status verify_params(em_ddp *d) {
   if (!mine) return em__set_error(EM_ERR_NOMEM, "DDP: out of memory");
   em_status st = EM_OK;
   em_tensor *lens = NULL, *mylen = NULL, *all = NULL, *buf = NULL;
-  mylen = em_tensor_full(EM_DIMS(1), em_scalar_int((int64_t)len), EM_INT64);
-  lens = em_tensor_empty(EM_DIMS(world), EM_INT64);
+  mylen = to_params_device(d, em_tensor_full(EM_DIMS(1), em_scalar_int((int64_t)len), EM_INT64));
+  lens = to_params_device(d, em_tensor_empty(EM_DIMS(world), EM_INT64));
   EM_CHECK_PTR_GOTO(mylen, st, done);
   EM_CHECK_PTR_GOTO(lens, st, done);
   em_work *w = em_pg_allgather_into_tensor(d->pg, lens, mylen, NULL);
   EM_CHECK_PTR_GOTO(w, st, done);
   EM_CHECK_GOTO(wait_all(&w, 1), st, done);
+  EM_CHECK_PTR_GOTO(lens = to_host(lens), st, done);
   int64_t maxlen = 1;
   const int64_t *l = em_tensor_data(lens);
   for (int r = 0; r < world; r++) maxlen = l[r] > maxlen ? l[r] : maxlen;
   buf = em_tensor_zeros(EM_DIMS(maxlen), EM_UINT8);
-  all = em_tensor_empty(EM_DIMS(world * maxlen), EM_UINT8);
+  EM_CHECK_PTR_GOTO(buf, st, done);
+  memcpy(em_tensor_data(buf), mine, len);
+  buf = to_params_device(d, buf);
+  all = to_params_device(d, em_tensor_empty(EM_DIMS(world * maxlen), EM_UINT8));
   EM_CHECK_PTR_GOTO(buf, st, done);
   EM_CHECK_PTR_GOTO(all, st, done);
-  memcpy(em_tensor_data(buf), mine, len);
   w = em_pg_allgather_into_tensor(d->pg, all, buf, NULL);
   EM_CHECK_PTR_GOTO(w, st, done);
   EM_CHECK_GOTO(wait_all(&w, 1), st, done);
+  EM_CHECK_PTR_GOTO(all = to_host(all), st, done);
   const char *data = em_tensor_data(all);
   for (int r = 0; r < world && !st; r++) {
     char *theirs = strndup(data + r * maxlen, (size_t)l[r]);
@@ -448,7 +471,9 @@ static em_status rebuild(em_ddp *d) {
   for (int i = d->np - 1; i >= 0; i--) /* never ready: reverse registration order */
     if (!seen[i]) o[k++] = i;
   free(seen);
-  em_status st = broadcast_list(d, 1, &order);
+  em_status st = (order = to_params_device(d, order)) ? broadcast_list(d, 1, &order) : em_last_status();
+  if (!st && !(order = to_host(order))) st = em_last_status();
+  o = st ? NULL : em_tensor_data(order);
   int *ord = st ? NULL : malloc(sizeof(int) * (size_t)(d->np + 1));
   if (!st && !ord) st = em__set_error(EM_ERR_NOMEM, "DDP: out of memory");
   for (int i = 0; !st && i < d->np; i++) {
