@@ -449,7 +449,8 @@ static em_status bn_cuda_backward(em_ag_ctx *ctx, int nout, em_tensor *const *gr
   EM_CHECK_GOTO(em__cuda_batch_norm_backward(xc, dyc, wc, sm, si, b->eps, &dx, &dw, &db), st, done);
   if (em_ag_ctx_needs_input_grad(ctx, 0) && cdt != dt) EM_CHECK_GOTO(em__convert_owned(&dx, dt), st, done);
   if (w && (em_dtype)w->dtype != cdt) EM_CHECK_GOTO(em__convert_owned(&dw, (em_dtype)w->dtype), st, done);
-  if (b->bias_dtype != cdt) EM_CHECK_GOTO(em__convert_owned(&db, b->bias_dtype), st, done);
+  if (b->bias_dtype != EM_DTYPE_UNDEFINED && b->bias_dtype != cdt)
+    EM_CHECK_GOTO(em__convert_owned(&db, b->bias_dtype), st, done);
 done:
   em_tensor_release(xc), em_tensor_release(dyc), em_tensor_release(wc);
   if (st) {

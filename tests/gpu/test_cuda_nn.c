@@ -196,7 +196,8 @@ EM_TEST(batch_norm_matches_the_cpu) {
 /* ---- the nn functions on GPU tensors ------------------------------------------------------ */
 
 typedef struct norm_case {
-  int kind; /* 0 batch norm (training), 1 batch norm (eval), 2 layer norm, 3 group norm */
+  int kind; /* 0 batch norm (training), 1 batch norm (eval), 2 layer norm, 3 group norm,
+              4 batch norm (training) without weight and bias */
   em_tensor *rm, *rv; /* batch norm's running statistics (on the inputs' device) */
 } norm_case;
 
@@ -204,7 +205,8 @@ static em_tensor *norm_fn(em_tensor *const *in, void *ctx) {
   norm_case *c = ctx;
   const int64_t last[] = {5, 6};
   switch (c->kind) {
-    case 0: return em_nn_f_batch_norm(in[0], c->rm, c->rv, in[1], in[2], true, 0.1, 1e-5);
+    case 0:
+    case 4: return em_nn_f_batch_norm(in[0], c->rm, c->rv, in[1], in[2], true, 0.1, 1e-5);
     case 1: return em_nn_f_batch_norm(in[0], c->rm, c->rv, in[1], in[2], false, 0.1, 1e-5);
     case 2: return em_nn_f_layer_norm(in[0], 2, last, in[1], in[2], 1e-5);
     default: return em_nn_f_group_norm(in[0], 3, in[1], in[2], 1e-5);
@@ -219,16 +221,17 @@ EM_TEST(norm_functions_on_the_gpu_match_the_cpu) {
   REQUIRE_CUDA();
   const em_dtype dts[] = {EM_FLOAT32, EM_FLOAT64, EM_FLOAT16};
   for (int k = 0; k < 3; k++)
-    for (int kind = 0; kind < 4; kind++) {
+    for (int kind = 0; kind < 5; kind++) {
       em_dtype dt = dts[k];
       double rt = dt == EM_FLOAT64 ? 1e-9 : dt == EM_FLOAT32 ? 1e-4 : 1e-2;
       const int64_t C = 6;
       em_tensor *x = g_values(EM_DIMS(4, C, 5, 6), dt, -2, 3, 1);
       int64_t pn = kind == 2 ? 2 : 1, ps[2] = {kind == 2 ? 5 : C, 6};
-      em_tensor *w = g_values(pn, ps, dt, 0.5, 1.5, 2), *b = g_values(pn, ps, dt, -1, 1, 3);
+      em_tensor *w = kind == 4 ? NULL : g_values(pn, ps, dt, 0.5, 1.5, 2);
+      em_tensor *b = kind == 4 ? NULL : g_values(pn, ps, dt, -1, 1, 3);
       em_tensor *v = g_values(EM_DIMS(4, C, 5, 6), dt, -1, 1, 4);
       norm_case cc = {kind, NULL, NULL}, cg = {kind, NULL, NULL};
-      if (kind < 2) {
+      if (kind < 2 || kind == 4) {
         cc.rm = g_values(EM_DIMS(C), dt, -0.5, 0.5, 5), cc.rv = g_values(EM_DIMS(C), dt, 0.5, 2, 6);
         cg.rm = g_to(cc.rm, GPU), cg.rv = g_to(cc.rv, GPU);
       }
@@ -239,10 +242,11 @@ EM_TEST(norm_functions_on_the_gpu_match_the_cpu) {
       ASSERT_TRUE(em_device_eq(yg->device, GPU) && yg->dtype == dt);
       ASSERT_GPU_CLOSE(yg, yc, rt, rt);
       for (int i = 0; i < 3; i++) {
+        if (!in[i]) continue;
         ASSERT_TRUE(em_device_eq(gg[i]->device, GPU));
         ASSERT_GPU_CLOSE(gg[i], gc[i], rt * 10, rt * 10);
       }
-      if (kind < 2) { /* updated in training, untouched in eval */
+      if (cc.rm) { /* updated in training, untouched in eval */
         ASSERT_GPU_CLOSE(cg.rm, cc.rm, rt, rt);
         ASSERT_GPU_CLOSE(cg.rv, cc.rv, rt, rt);
       }
