@@ -154,7 +154,8 @@ static em_status build_buckets(em_ddp *d, const int *order) {
   for (int b = 0; b < nb && !st; b++) {
     bucket *k = &bs[b];
     int64_t total = k->n ? k->offsets[k->n - 1] + d->ps[k->params[k->n - 1]].p->numel : 0;
-    k->buffer = em_tensor_zeros(EM_DIMS(total), k->dtype);
+    k->buffer = em_tensor_empty_on(EM_DIMS(total), k->dtype, k->device); /* the params' device */
+    if (k->buffer && em_tensor_zero_(k->buffer)) em_tensor_release(k->buffer), k->buffer = NULL;
     k->ptensors = malloc(sizeof(em_tensor *) * (size_t)(k->n + 1));
     if (!k->buffer || !k->ptensors) {
       st = k->buffer ? em__set_error(EM_ERR_NOMEM, "DDP: out of memory") : em_last_status();

@@ -316,14 +316,13 @@ static em_status nccl_prepare(void *ctx, em_coll *c) {
     return em__set_error(p->abort_st, "nccl backend: %s", p->abort_msg);
   EM_CHECK(check_coll(p, c));
   if (c->device.type != EM_CUDA || c->kind == EM_COLL_BARRIER) return EM_OK;
-  int prev = -1;
-  cudaGetDevice(&prev);
+  int prev = em__cuda_thread_device(); /* restored only if this thread had set one */
+  EM_CHECK(em__cuda_set_device(p->device));
   pthread_mutex_lock(&p->mu);
-  cudaError_t e = cudaSetDevice(p->device);
-  if (e == cudaSuccess) e = cudaEventRecord(p->ready, em__cuda_stream(p->device));
+  cudaError_t e = cudaEventRecord(p->ready, em__cuda_stream(p->device));
   if (e == cudaSuccess) e = cudaStreamWaitEvent(p->stream, p->ready, 0);
   pthread_mutex_unlock(&p->mu);
-  if (prev >= 0 && prev != p->device) cudaSetDevice(prev);
+  if (prev >= 0 && prev != p->device) em__cuda_set_device(prev);
   if (e != cudaSuccess) return em__cuda_error(e, "nccl backend: ordering after the compute stream");
   return EM_OK;
 }
@@ -353,12 +352,15 @@ static em_status nccl_run(void *ctx, em_coll *c) {
   if (atomic_load(&p->aborted))
     return em__set_error(p->abort_st, "nccl backend: %s", p->abort_msg);
   EM_CHECK(check_coll(p, c));
-  int prev = -1;
-  cudaGetDevice(&prev); /* restored at the end: run() may be on the caller's thread */
+  /* restored at the end when this thread had set a device: run() may be on
+   * the caller's thread (a fresh progress thread has none: no context on
+   * another GPU is created for it) */
+  int prev = em__cuda_thread_device();
   EM_CHECK(em__cuda_set_device(p->device));
   pthread_mutex_lock(&p->mu);
   if (!p->comm) {
     pthread_mutex_unlock(&p->mu);
+    if (prev >= 0 && prev != p->device) em__cuda_set_device(prev);
     return em__set_error(p->abort_st ? p->abort_st : EM_ERR_STATE, "nccl backend: %s",
                          p->abort_msg[0] ? p->abort_msg : "the communicator was aborted");
   }

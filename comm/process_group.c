@@ -905,7 +905,8 @@ static void run_work(em_pg *pg, em_work *w) {
   for (int i = 0; i < w->ncout && !st; i++) st = em__copy_into(w->cout[i].dst, w->cout[i].src);
   /* the copies back into a device collective's non-contiguous outputs are
    * queued on the current stream: done before the work completes */
-  if (!st && w->ncout && w->c.device.type == EM_CUDA) st = em_cuda_synchronize(w->c.device.index);
+  if (!st && w->ncout && w->c.device.type == EM_CUDA)
+    st = em_cuda_stream_synchronize(em_cuda_current_stream(w->c.device.index));
   if (st) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", em_last_error());

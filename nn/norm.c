@@ -410,8 +410,14 @@ static em_status bn_cuda_forward(em_ag_ctx *ctx, int nin, em_tensor *const *in, 
                                             &sm, &si),
                 st, done);
   /* running statistics kept in another dtype or layout: copy back */
-  if (rmc && rmc != b->running_mean) EM_CHECK_GOTO(em__copy_into(b->running_mean, rmc), st, done);
-  if (rvc && rvc != b->running_var) EM_CHECK_GOTO(em__copy_into(b->running_var, rvc), st, done);
+  if (rmc && rmc != b->running_mean) {
+    EM_CHECK_GOTO(em__copy_into(b->running_mean, rmc), st, done);
+    em__bump_version(b->running_mean);
+  }
+  if (rvc && rvc != b->running_var) {
+    EM_CHECK_GOTO(em__copy_into(b->running_var, rvc), st, done);
+    em__bump_version(b->running_var);
+  }
   if (cdt != dt) EM_CHECK_GOTO(em__convert_owned(&y, dt), st, done);
   if (em_ag_ctx_needs_input_grad(ctx, 0) || em_ag_ctx_needs_input_grad(ctx, 1) ||
       em_ag_ctx_needs_input_grad(ctx, 2)) {
@@ -887,7 +893,9 @@ em_tensor *em_nn_f_group_norm(em_tensor *x, int64_t num_groups, em_tensor *weigh
   if (x->device.type != EM_CPU) { /* [N, G, rest] normalised over rest, composed */
     const int64_t dim2[] = {2};
     em_tensor *xc = gpu_compute_in(x);
-    em_tensor *xg = xc ? em_tensor_reshape(xc, EM_DIMS(N, num_groups, -1)) : NULL;
+    int64_t rest = C / num_groups; /* not -1: N may be 0 */
+    for (int d = 2; d < x->ndim; d++) rest *= x->shape[d];
+    em_tensor *xg = xc ? em_tensor_reshape(xc, EM_DIMS(N, num_groups, rest)) : NULL;
     em_tensor *yg = xg ? gpu_normalize(xg, 1, dim2, eps, NULL, NULL) : NULL;
     em_tensor *y = yg ? em_tensor_reshape(yg, x->ndim, x->shape) : NULL;
     em_tensor_release(xc), em_tensor_release(xg), em_tensor_release(yg);

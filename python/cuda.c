@@ -92,7 +92,7 @@ static PyObject *f_current_device(PyObject *m, PyObject *unused) {
 static PyObject *f_set_device(PyObject *m, PyObject *dev) {
   int d;
   if (arg_device(dev, "set_device", &d) < 0) return NULL;
-  if (d < 0) Py_RETURN_NONE; /* torch: a negative index is a no-op */
+  if (d < 0) return PyErr_Format(PyExc_ValueError, "set_device(): expected a device, got None");
   if (em_cuda_set_device(d)) return emp_raise();
   Py_RETURN_NONE;
 }

@@ -194,7 +194,8 @@ static PyObject *m_cuda(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
   static const char *const names[] = {"device", "non_blocking", "memory_format", NULL};
   PyObject *a[3];
   if (emp_parse("cuda", names, 0, args, nargs, kw, a) < 0) return NULL;
-  em_device dev = EM_DEVICE_CUDA(0);
+  int cur = em_cuda_current_device(); /* .cuda(): the current device, as torch */
+  em_device dev = EM_DEVICE_CUDA(cur > 0 ? cur : 0);
   bool non_blocking = false;
   if (emp_arg_device(a[0], "cuda", "device", &dev) < 0 ||
       (a[1] && emp_arg_bool(a[1], "cuda", "non_blocking", &non_blocking) < 0))

@@ -118,6 +118,8 @@ em_status em__cuda_check_device(int device);
 em_status em__cuda_set_device(int device);
 /* The device em_cuda_set_device chose on this thread, -1 if none. */
 int em__cuda_user_device(void);
+/* The device this thread last set for a launch, -1 if none yet. */
+int em__cuda_thread_device(void);
 /* The current stream of a (valid) device. */
 cudaStream_t em__cuda_stream(int device);
 /* Both: set device, return its current stream in *s. */

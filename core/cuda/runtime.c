@@ -141,6 +141,7 @@ int em_cuda_current_device(void) {
 }
 
 int em__cuda_user_device(void) { return user_device; }
+int em__cuda_thread_device(void) { return thread_device; }
 
 static int resolve(int device) { return device < 0 ? em_cuda_current_device() : device; }
 

@@ -46,6 +46,8 @@ def current_device():
 
 
 def set_device(device):
+    if isinstance(device, int) and device < 0:
+        return  # as torch: a negative index changes nothing
     _C._cuda_set_device(device)
 
 

@@ -289,6 +289,8 @@ EM_TEST(losses_and_optimizers_on_gpu_tensors) {
   ASSERT_TRUE(em_device_eq(yg->device, GPU) && em_device_eq(gg[0]->device, GPU));
   ASSERT_GPU_CLOSE(yg, yc, 1e-5, 1e-6);
   ASSERT_GPU_CLOSE(gg[0], gc[0], 1e-5, 1e-6);
+  ASSERT_NULL_ERR(em_nn_f_cross_entropy(gin[0], t, NULL), EM_ERR_DEVICE,
+                  "expected target on the input's device");
   for (int kind = 0; kind < 2; kind++) {
     em_tensor *p = em_tensor_clone(x), *gp = g_to(x, GPU);
     ASSERT_OK(em_tensor_set_requires_grad(p, true));

@@ -33,6 +33,9 @@ class TestEveryBuild(unittest.TestCase):
             ember.cuda.set_stream("not a stream")
         with self.assertRaisesRegex(TypeError, "ember.cuda.Stream"):
             ember.ones(3).record_stream(None)
+        with self.assertRaisesRegex(ValueError, "expected a device"):
+            ember.cuda.set_device(None)
+        ember.cuda.set_device(-1)  # as torch: changes nothing
 
     @unittest.skipIf(HAVE_CUDA, "a CUDA device is present")
     def test_without_a_device_calls_say_why(self):
