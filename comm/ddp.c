@@ -240,23 +240,17 @@ static const char *line_at(const char *s, int k, char *buf, size_t size) {
   return buf;
 }
 
-/* DDP's own small collectives (the parameter check, the bucket order) run
- * on the parameters' device: the nccl backend takes GPU tensors only. t
- * (stolen) moved there; NULL with the error set. */
-static em_tensor *to_params_device(const em_ddp *d, em_tensor *t) {
-  em_device dev = d->np ? d->ps[0].p->device : EM_DEVICE_CPU;
-  if (!t || em_device_eq(dev, t->device)) return t;
-  em_tensor *m = em_tensor_to_device(t, dev);
+/* t (stolen) moved to dev; NULL with the error set. */
+static em_tensor *move_to(em_tensor *t, em_device dev) {
+  em_tensor *m = t ? em_tensor_to_device(t, dev) : NULL;
   em_tensor_release(t);
   return m;
 }
 
-/* t (stolen) on the host, for reading. */
-static em_tensor *to_host(em_tensor *t) {
-  if (!t || t->device.type == EM_CPU) return t;
-  em_tensor *m = em_tensor_to_device(t, EM_DEVICE_CPU);
-  em_tensor_release(t);
-  return m;
+/* DDP's own small collectives (the parameter check, the bucket order) run
+ * on the parameters' device: the nccl backend takes GPU tensors only. */
+static em_tensor *to_params_device(const em_ddp *d, em_tensor *t) {
+  return move_to(t, d->np ? d->ps[0].p->device : EM_DEVICE_CPU);
 }
 
 /* Every rank's parameter list must match rank 0's. */
@@ -275,7 +269,7 @@ static em_status verify_params(em_ddp *d) {
   em_work *w = em_pg_allgather_into_tensor(d->pg, lens, mylen, NULL);
   EM_CHECK_PTR_GOTO(w, st, done);
   EM_CHECK_GOTO(wait_all(&w, 1), st, done);
-  EM_CHECK_PTR_GOTO(lens = to_host(lens), st, done);
+  EM_CHECK_PTR_GOTO(lens = move_to(lens, EM_DEVICE_CPU), st, done);
   int64_t maxlen = 1;
   const int64_t *l = em_tensor_data(lens);
   for (int r = 0; r < world; r++) maxlen = l[r] > maxlen ? l[r] : maxlen;
@@ -289,7 +283,7 @@ static em_status verify_params(em_ddp *d) {
   w = em_pg_allgather_into_tensor(d->pg, all, buf, NULL);
   EM_CHECK_PTR_GOTO(w, st, done);
   EM_CHECK_GOTO(wait_all(&w, 1), st, done);
-  EM_CHECK_PTR_GOTO(all = to_host(all), st, done);
+  EM_CHECK_PTR_GOTO(all = move_to(all, EM_DEVICE_CPU), st, done);
   const char *data = em_tensor_data(all);
   for (int r = 0; r < world && !st; r++) {
     char *theirs = strndup(data + r * maxlen, (size_t)l[r]);
@@ -473,7 +467,7 @@ static em_status rebuild(em_ddp *d) {
     if (!seen[i]) o[k++] = i;
   free(seen);
   em_status st = (order = to_params_device(d, order)) ? broadcast_list(d, 1, &order) : em_last_status();
-  if (!st && !(order = to_host(order))) st = em_last_status();
+  if (!st && !(order = move_to(order, EM_DEVICE_CPU))) st = em_last_status();
   o = st ? NULL : em_tensor_data(order);
   int *ord = st ? NULL : malloc(sizeof(int) * (size_t)(d->np + 1));
   if (!st && !ord) st = em__set_error(EM_ERR_NOMEM, "DDP: out of memory");

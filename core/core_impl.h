@@ -293,6 +293,10 @@ static inline void em__bump_version(em_tensor *t) {
 static inline char *em__data_ptr(const em_tensor *t) {
   return (char *)t->storage->data + t->offset * (int64_t)em_dtype_size((em_dtype)t->dtype);
 }
+/* float32 matmul precision (core/matmul_precision.c): EM__PREC_*. */
+enum { EM__PREC_HIGHEST, EM__PREC_HIGH, EM__PREC_MEDIUM };
+int em__matmul_precision(void);
+bool em__allow_reduced_precision_reduction(void);
 /* Checks that tensors share a device; errors name op. */
 em_status em__check_same_device(const char *op, int n, em_tensor *const *ts);
 

@@ -245,14 +245,7 @@ static em_status nll_validate(const char *op, em_tensor *input, em_tensor *targe
                               em_tensor *weight) {
   if (input->ndim < 1)
     return em__set_error(EM_ERR_SHAPE, "%s: Expected 1 or more dimensions (got 0)", op);
-  em_tensor *others[2] = {target, weight};
-  for (int k = 0; k < 2; k++)
-    if (others[k] && !em_device_eq(others[k]->device, input->device)) {
-      char a[16], b[16];
-      return em__set_error(EM_ERR_DEVICE, "%s: expected %s on the input's device (%s), but it is on %s",
-                           op, k ? "weight" : "target", em_device_str(input->device, a, sizeof a),
-                           em_device_str(others[k]->device, b, sizeof b));
-    }
+  EM_CHECK(em__check_same_device(op, 3, (em_tensor *[]){input, target, weight}));
   if (target->dtype != EM_INT64)
     return em__set_error(EM_ERR_DTYPE, "%s: expected scalar type Long but found %s", op,
                          em__torch_dtype_name((em_dtype)target->dtype));

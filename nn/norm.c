@@ -68,13 +68,7 @@ static em_status check_param_dtype(const char *op, const char *name, em_tensor *
     return em__set_error(EM_ERR_DTYPE,
                          "%s: expected %s to have scalar type %s (the input's), but got %s", op,
                          name, em__torch_dtype_name(xd), em__torch_dtype_name(pd));
-  if (!em_device_eq(p->device, x->device)) {
-    char a[16], b[16];
-    return em__set_error(EM_ERR_DEVICE,
-                         "%s: expected %s on the input's device (%s), but it is on %s", op, name,
-                         em_device_str(x->device, a, sizeof a), em_device_str(p->device, b, sizeof b));
-  }
-  return EM_OK;
+  return em__check_same_device(op, 2, (em_tensor *[]){x, p});
 }
 
 /* Converts a [n] double array into a new tensor of dtype dt. */
@@ -283,17 +277,23 @@ static em_tensor *gpu_compute_in(em_tensor *x) {
   return cdt == dt ? em_tensor_retain(x) : em_tensor_to_dtype(x, cdt);
 }
 
-/* (x - mean) * rsqrt(var + eps) over dims of x (population variance);
- * mean_out / var_out (optional): the statistics (keepdim). */
-static em_tensor *gpu_normalize(em_tensor *x, int nd, const int64_t *dims, double eps,
-                                em_tensor **mean_out, em_tensor **var_out) {
-  em_tensor *m = em_tensor_mean(x, nd, dims, true, EM_DTYPE_UNDEFINED);
-  em_tensor *v = m ? em_tensor_var(x, nd, dims, 0, true) : NULL;
-  em_tensor *ve = v ? em_tensor_add_scalar(v, em_scalar_float(eps)) : NULL;
+/* (x - m) * rsqrt(v + eps), m and v broadcasting against x. */
+static em_tensor *gpu_standardize(em_tensor *x, em_tensor *m, em_tensor *v, double eps) {
+  em_tensor *ve = em_tensor_add_scalar(v, em_scalar_float(eps));
   em_tensor *rs = ve ? em_tensor_rsqrt(ve) : NULL;
   em_tensor *xm = rs ? em_tensor_sub(x, m) : NULL;
   em_tensor *y = xm ? em_tensor_mul(xm, rs) : NULL;
   em_tensor_release(ve), em_tensor_release(rs), em_tensor_release(xm);
+  return y;
+}
+
+/* x standardised over dims of x (population variance); mean_out /
+ * var_out (optional): the statistics (keepdim). */
+static em_tensor *gpu_normalize(em_tensor *x, int nd, const int64_t *dims, double eps,
+                                em_tensor **mean_out, em_tensor **var_out) {
+  em_tensor *m = em_tensor_mean(x, nd, dims, true, EM_DTYPE_UNDEFINED);
+  em_tensor *v = m ? em_tensor_var(x, nd, dims, 0, true) : NULL;
+  em_tensor *y = v ? gpu_standardize(x, m, v, eps) : NULL;
   if (y && mean_out) *mean_out = em_tensor_retain(m);
   if (y && var_out) *var_out = em_tensor_retain(v);
   em_tensor_release(m), em_tensor_release(v);
@@ -306,16 +306,12 @@ static em_tensor *gpu_affine(em_tensor *y, em_tensor *w, em_tensor *b, bool per_
                              em_dtype dt) {
   int64_t shape[EM_MAX_DIMS];
   em_tensor *ps[2] = {w, b};
+  for (int i = 1; i < ndim; i++) shape[i] = 1;
   for (int k = 0; k < 2 && y; k++) {
     if (!ps[k]) continue;
-    em_tensor *pv = em_tensor_retain(ps[k]), *r;
-    if (per_channel) {
-      shape[0] = ps[k]->numel;
-      for (int i = 1; i < ndim; i++) shape[i] = 1;
-      em_tensor_release(pv);
-      pv = em_tensor_reshape(ps[k], ndim, shape);
-    }
-    r = pv ? (k == 0 ? em_tensor_mul(y, pv) : em_tensor_add(y, pv)) : NULL;
+    shape[0] = ps[k]->numel;
+    em_tensor *pv = per_channel ? em_tensor_reshape(ps[k], ndim, shape) : em_tensor_retain(ps[k]);
+    em_tensor *r = pv ? (k == 0 ? em_tensor_mul(y, pv) : em_tensor_add(y, pv)) : NULL;
     em_tensor_release(pv), em_tensor_release(y);
     y = r;
   }
@@ -381,12 +377,9 @@ static em_tensor *gpu_batch_norm_running(em_tensor *x, em_tensor *rm, em_tensor 
   em_tensor *m = xc ? em_tensor_to_dtype(rm, cdt) : NULL, *v = m ? em_tensor_to_dtype(rv, cdt) : NULL;
   em_tensor *mv = v ? em_tensor_reshape(m, x->ndim - 1, shape) : NULL;
   em_tensor *vv = mv ? em_tensor_reshape(v, x->ndim - 1, shape) : NULL;
-  em_tensor *ve = vv ? em_tensor_add_scalar(vv, em_scalar_float(eps)) : NULL;
-  em_tensor *rs = ve ? em_tensor_rsqrt(ve) : NULL;
-  em_tensor *xm = rs ? em_tensor_sub(xc, mv) : NULL;
-  em_tensor *y = xm ? em_tensor_mul(xm, rs) : NULL;
+  em_tensor *y = vv ? gpu_standardize(xc, mv, vv, eps) : NULL;
   em_tensor_release(xc), em_tensor_release(m), em_tensor_release(v), em_tensor_release(mv);
-  em_tensor_release(vv), em_tensor_release(ve), em_tensor_release(rs), em_tensor_release(xm);
+  em_tensor_release(vv);
   return y ? gpu_affine(y, w, b, true, x->ndim - 1, (em_dtype)x->dtype) : NULL;
 }
 

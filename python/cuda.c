@@ -64,6 +64,12 @@ static int arg_device(PyObject *o, const char *fname, int *out) {
   return 0;
 }
 
+/* None, or the exception for a failed status. */
+static PyObject *none_or_raise(em_status st) {
+  if (st) return emp_raise();
+  Py_RETURN_NONE;
+}
+
 /* ---- devices ------------------------------------------------------------------------ */
 
 static PyObject *f_is_available(PyObject *m, PyObject *unused) {
@@ -93,8 +99,7 @@ static PyObject *f_set_device(PyObject *m, PyObject *dev) {
   int d;
   if (arg_device(dev, "set_device", &d) < 0) return NULL;
   if (d < 0) return PyErr_Format(PyExc_ValueError, "set_device(): expected a device, got None");
-  if (em_cuda_set_device(d)) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_set_device(d));
 }
 static PyObject *f_device_name(PyObject *m, PyObject *dev) {
   int d;
@@ -108,8 +113,7 @@ static PyObject *f_synchronize(PyObject *m, PyObject *dev) {
   em_status st;
   if (arg_device(dev, "synchronize", &d) < 0) return NULL;
   EMP_NOGIL(st = em_cuda_synchronize(d));
-  if (st) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(st);
 }
 
 /* ---- memory ------------------------------------------------------------------------ */
@@ -131,14 +135,12 @@ static PyObject *f_memory_stats(PyObject *m, PyObject *dev) {
 static PyObject *f_reset_peak_memory_stats(PyObject *m, PyObject *dev) {
   int d;
   if (arg_device(dev, "reset_peak_memory_stats", &d) < 0) return NULL;
-  if (em_cuda_reset_peak_memory_stats(d)) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_reset_peak_memory_stats(d));
 }
 static PyObject *f_empty_cache(PyObject *m, PyObject *unused) {
   em_status st;
   EMP_NOGIL(st = em_cuda_empty_cache());
-  if (st) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(st);
 }
 
 /* ---- matmul precision --------------------------------------------------------------------- */
@@ -149,8 +151,7 @@ static PyObject *f_set_matmul_precision(PyObject *m, PyObject *p) {
                  "str, not %s", Py_TYPE(p)->tp_name);
     return NULL;
   }
-  if (em_cuda_set_float32_matmul_precision(PyUnicode_AsUTF8(p))) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_set_float32_matmul_precision(PyUnicode_AsUTF8(p)));
 }
 static PyObject *f_get_matmul_precision(PyObject *m, PyObject *unused) {
   return PyUnicode_FromString(em_cuda_get_float32_matmul_precision());
@@ -272,8 +273,7 @@ static PyObject *f_set_stream(PyObject *m, PyObject *o) {
 static PyObject *stream_synchronize(PyObject *self, PyObject *unused) {
   em_status st;
   EMP_NOGIL(st = em_cuda_stream_synchronize(((EmStreamObject *)self)->s));
-  if (st) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(st);
 }
 static PyObject *stream_query(PyObject *self, PyObject *unused) {
   return PyBool_FromLong(em_cuda_stream_query(((EmStreamObject *)self)->s));
@@ -282,16 +282,13 @@ static PyObject *stream_wait_stream(PyObject *self, PyObject *other) {
   em_cuda_stream *s;
   if (arg_stream(other, "wait_stream", &s) < 0) return NULL;
   if (!s) s = em_cuda_current_stream(-1);
-  if (em_cuda_stream_wait_stream(((EmStreamObject *)self)->s, s)) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_stream_wait_stream(((EmStreamObject *)self)->s, s));
 }
 static PyObject *stream_wait_event(PyObject *self, PyObject *ev) {
   if (!PyObject_TypeCheck(ev, &EmEvent_Type))
     return PyErr_Format(PyExc_TypeError, "wait_event(): expected an ember.cuda.Event, not %s",
                         Py_TYPE(ev)->tp_name);
-  if (em_cuda_stream_wait_event(((EmStreamObject *)self)->s, ((EmEventObject *)ev)->e))
-    return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_stream_wait_event(((EmStreamObject *)self)->s, ((EmEventObject *)ev)->e));
 }
 static PyObject *stream_get_device(PyObject *self, void *c) {
   return PyLong_FromLong(em_cuda_stream_device(((EmStreamObject *)self)->s));
@@ -361,8 +358,7 @@ static PyObject *event_record(PyObject *self, PyObject *const *args, Py_ssize_t 
   em_cuda_stream *s;
   if (emp_parse("record", names, 0, args, nargs, kw, a) < 0 || arg_stream(a[0], "record", &s) < 0)
     return NULL;
-  if (em_cuda_event_record(((EmEventObject *)self)->e, s)) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_event_record(((EmEventObject *)self)->e, s));
 }
 static PyObject *event_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
   static const char *const names[] = {"stream", NULL};
@@ -370,8 +366,7 @@ static PyObject *event_wait(PyObject *self, PyObject *const *args, Py_ssize_t na
   em_cuda_stream *s;
   if (emp_parse("wait", names, 0, args, nargs, kw, a) < 0 || arg_stream(a[0], "wait", &s) < 0)
     return NULL;
-  if (em_cuda_stream_wait_event(s, ((EmEventObject *)self)->e)) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_cuda_stream_wait_event(s, ((EmEventObject *)self)->e));
 }
 static PyObject *event_query(PyObject *self, PyObject *unused) {
   return PyBool_FromLong(em_cuda_event_query(((EmEventObject *)self)->e));
@@ -379,8 +374,7 @@ static PyObject *event_query(PyObject *self, PyObject *unused) {
 static PyObject *event_synchronize(PyObject *self, PyObject *unused) {
   em_status st;
   EMP_NOGIL(st = em_cuda_event_synchronize(((EmEventObject *)self)->e));
-  if (st) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(st);
 }
 static PyObject *event_elapsed_time(PyObject *self, PyObject *end) {
   if (!PyObject_TypeCheck(end, &EmEvent_Type))
@@ -423,8 +417,7 @@ static PyObject *f_record_stream(PyObject *m, PyObject *args) {
   if (emp_arg_tensor(t, "record_stream", "self", &x) < 0 || arg_stream(o, "record_stream", &s) < 0)
     return NULL;
   if (!s) return PyErr_Format(PyExc_TypeError, "record_stream(): expected an ember.cuda.Stream");
-  if (em_tensor_record_stream(x, s)) return emp_raise();
-  Py_RETURN_NONE;
+  return none_or_raise(em_tensor_record_stream(x, s));
 }
 
 static PyMethodDef cuda_functions[] = {

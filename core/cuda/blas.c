@@ -31,49 +31,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <strings.h>
 
 #include "core/cuda/cuda_impl.h"
-
-/* ---- settings -------------------------------------------------------------------------- */
-
-enum { PREC_HIGHEST, PREC_HIGH, PREC_MEDIUM };
-static const char *const prec_names[] = {"highest", "high", "medium"};
-static _Atomic int precision = -1; /* -1: read the environment first */
-static _Atomic bool allow_reduced = true;
-
-static int parse_precision(const char *s) {
-  for (int i = 0; i < 3; i++)
-    if (s && !strcasecmp(s, prec_names[i])) return i;
-  return -1;
-}
-
-static int get_precision(void) {
-  int p = atomic_load(&precision);
-  if (p < 0) {
-    int e = parse_precision(getenv("EMBER_FLOAT32_MATMUL_PRECISION"));
-    p = e < 0 ? PREC_HIGHEST : e;
-    int expected = -1;
-    atomic_compare_exchange_strong(&precision, &expected, p);
-    p = atomic_load(&precision);
-  }
-  return p;
-}
-
-em_status em_cuda_set_float32_matmul_precision(const char *s) {
-  int p = parse_precision(s);
-  if (p < 0)
-    return em__set_error(EM_ERR_INVALID,
-                         "set_float32_matmul_precision: expected \"highest\", \"high\" or "
-                         "\"medium\", got \"%s\"",
-                         s ? s : "(null)");
-  atomic_store(&precision, p);
-  return EM_OK;
-}
-
-const char *em_cuda_get_float32_matmul_precision(void) { return prec_names[get_precision()]; }
-
-void em_cuda_set_allow_reduced_precision_reduction(bool allow) { atomic_store(&allow_reduced, allow); }
 
 /* ---- handles: one per device, used under a lock ---------------------------------------- */
 
@@ -103,7 +62,7 @@ static em_status lock_handle(int device, cudaStream_t s, cublasHandle_t *out) {
   if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(handles.h[device], s);
   if (st == CUBLAS_STATUS_SUCCESS)
     st = cublasSetMathMode(handles.h[device],
-                           atomic_load(&allow_reduced)
+                           em__allow_reduced_precision_reduction()
                                ? CUBLAS_DEFAULT_MATH
                                : CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
   if (st != CUBLAS_STATUS_SUCCESS) {
@@ -216,8 +175,8 @@ static em_status gemm(const em_gemm_args *g, em_dtype dt, int device) {
   switch (dt) {
     case EM_FLOAT32:
       ty = CUDA_R_32F;
-      ct = get_precision() == PREC_HIGH     ? CUBLAS_COMPUTE_32F_FAST_TF32
-           : get_precision() == PREC_MEDIUM ? CUBLAS_COMPUTE_32F_FAST_16BF
+      ct = em__matmul_precision() == EM__PREC_HIGH     ? CUBLAS_COMPUTE_32F_FAST_TF32
+           : em__matmul_precision() == EM__PREC_MEDIUM ? CUBLAS_COMPUTE_32F_FAST_16BF
                                             : CUBLAS_COMPUTE_32F;
       break;
     case EM_FLOAT64:

@@ -2,8 +2,6 @@
  * CUDA support: each reports that CUDA is not available, so code written
  * for both kinds of build compiles and fails cleanly. Compiled only when
  * CUDA support is off (core/CMakeLists.txt). */
-#include <strings.h>
-
 #include "core/core_impl.h"
 #include "core/cuda/ember_cuda.h"
 
@@ -85,18 +83,3 @@ em_tensor *em_tensor_to_device_async(em_tensor *t, em_device dev, bool non_block
   return em_tensor_to_device(t, dev);
 }
 
-/* The precision setting is kept (and checked) as with CUDA, so that code
- * which sets it runs on both kinds of build; it has nothing to act on. */
-static const char *precision = "highest";
-em_status em_cuda_set_float32_matmul_precision(const char *p) {
-  static const char *const names[] = {"highest", "high", "medium"};
-  for (int i = 0; i < 3; i++)
-    if (p && !strcasecmp(p, names[i])) {
-      precision = names[i];
-      return EM_OK;
-    }
-  return em__set_error(EM_ERR_INVALID, "set_float32_matmul_precision: expected \"highest\", "
-                       "\"high\" or \"medium\", got \"%s\"", p ? p : "(null)");
-}
-const char *em_cuda_get_float32_matmul_precision(void) { return precision; }
-void em_cuda_set_allow_reduced_precision_reduction(bool allow) {}

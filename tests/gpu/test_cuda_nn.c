@@ -257,7 +257,8 @@ EM_TEST(norm_functions_on_the_gpu_match_the_cpu) {
   /* parameters on another device than the input: a clear error */
   em_tensor *x = em_tensor_ones(EM_DIMS(2, 3), EM_FLOAT32), *gx = g_to(x, GPU);
   ASSERT_NULL_ERR(em_nn_f_batch_norm(gx, NULL, NULL, x, NULL, true, 0.1, 1e-5), EM_ERR_DEVICE,
-                  "expected weight on the input's device");
+                  "expected all tensors to be on the same device, but found at least two devices, "
+                  "cuda:0 and cpu");
   em_tensor_release(gx), em_tensor_release(x);
 }
 typedef struct ce_case {
@@ -290,7 +291,8 @@ EM_TEST(losses_and_optimizers_on_gpu_tensors) {
   ASSERT_GPU_CLOSE(yg, yc, 1e-5, 1e-6);
   ASSERT_GPU_CLOSE(gg[0], gc[0], 1e-5, 1e-6);
   ASSERT_NULL_ERR(em_nn_f_cross_entropy(gin[0], t, NULL), EM_ERR_DEVICE,
-                  "expected target on the input's device");
+                  "expected all tensors to be on the same device, but found at least two devices, "
+                  "cuda:0 and cpu");
   for (int kind = 0; kind < 2; kind++) {
     em_tensor *p = em_tensor_clone(x), *gp = g_to(x, GPU);
     ASSERT_OK(em_tensor_set_requires_grad(p, true));
