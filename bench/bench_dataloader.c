@@ -73,7 +73,9 @@
  * more ember workers never slower than fewer; ember's memory not growing
  * with workers beyond the rings (PSS per extra worker within its ring of
  * prefetch_factor + 1 = 3 slots plus PROC_MB for the process itself).
- * Misses are marked MISS. The load average is printed with the table:
+ * Misses are marked MISS. A last line gives, per pair of worker counts,
+ * the median over rounds of the ratio of their two epochs in that round.
+ * The load average is printed with the table:
  * samples/s on a busy machine measure the scheduler as much as the code. */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -499,6 +501,27 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nw; i++) ember_epoch(&cfg[i], &d, 0, true);
   for (int e = 0; e < epochs; e++)
     for (int i = 0; i < nw; i++) ember_epoch(&cfg[i], &d, e, false);
+  /* Round by round (one epoch of each configuration back to back), the
+   * speed of more workers relative to fewer: unlike a ratio of medians,
+   * it cancels the machine's drift between rounds. */
+  char paired[MAXW * MAXW * 48] = "";
+  double *rr = malloc((size_t)epochs * sizeof *rr);
+  if (!rr) die("bench memory");
+  for (int i = 0; i < nw; i++)
+    for (int j = 0; j < i; j++) {
+      if (wk[j] >= wk[i]) continue;
+      int faster = 0;
+      for (int e = 0; e < epochs; e++) {
+        rr[e] = cfg[j].t[e] / cfg[i].t[e];
+        faster += rr[e] >= 1;
+      }
+      qsort(rr, (size_t)epochs, sizeof *rr, cmp);
+      double med = epochs % 2 ? rr[epochs / 2] : (rr[epochs / 2 - 1] + rr[epochs / 2]) / 2;
+      size_t len = strlen(paired);
+      snprintf(paired + len, sizeof paired - len, "%s%dw/%dw %.3f (faster in %d of %d)",
+               len ? "; " : "", wk[i], wk[j], med, faster, epochs);
+    }
+  free(rr);
   for (int i = 0; i < nw; i++) er[wk[i]] = ember_cfg_finish(&cfg[i], &d, epochs);
   bool have_torch = torch && run_torch(root, torch_epochs, wlist);
   if (torch && !have_torch) printf("(PyTorch reference unavailable: is python3-torch installed?)\n");
@@ -547,6 +570,7 @@ int main(int argc, char **argv) {
          "pages split among the processes sharing them). CPU: user + system us per sample in\n"
          "the main process + in the workers. Targets: ratio >= 5; more workers never slower;\n"
          "PSS per extra worker <= its ring (%.2f MB) + %.0f MB.\n", RING_MB, PROC_MB);
+  if (*paired) printf("ember, per round, samples/s of more workers over fewer (median): %s\n", paired);
   printf("checks (every index once per epoch, labels, pixels of 2 batches per epoch): %s\n",
          check_fail ? "FAILED" : "ok");
   printf("load average: %.2f %.2f %.2f (%ld CPUs); targets %s\n", la[0], la[1], la[2],
