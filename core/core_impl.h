@@ -351,4 +351,25 @@ em_status em__record(em_op op, int nin, em_tensor *const *in, int nout, em_tenso
 typedef em_tensor *(*em__outplace_fn)(em_tensor *self_copy, void *ctx);
 em_status em__inplace_recorded(const char *op, em_tensor *self, em__outplace_fn fn, void *ctx);
 
+/* Opens path to read, refusing anything but a regular file (a FIFO is
+ * refused without waiting for a writer); the fd (close-on-exec), or -1
+ * with the error set, naming op and path. *size gets the file's size. */
+int em__open_regular(const char *op, const char *path, int64_t *size);
+
+/* Files written atomically (core/files.c): the bytes go to a
+ * temporary file beside path; commit fsyncs it, renames it over path and
+ * fsyncs the directory, so a reader sees the old file or the whole new
+ * one, never a part, whatever happens meanwhile. Every error names op and
+ * the file. After open fails, or after commit or abort, nothing is left
+ * on disk but (on a successful commit) path. */
+typedef struct em__afile {
+  int fd;
+  char *tmp;
+  const char *path, *op;
+} em__afile;
+em_status em__afile_open(em__afile *f, const char *op, const char *path);
+em_status em__afile_write(em__afile *f, const void *buf, size_t n);
+em_status em__afile_commit(em__afile *f); /* on failure the temporary file is removed */
+void em__afile_abort(em__afile *f);
+
 #endif

@@ -139,8 +139,11 @@ em_status em__check_shape(const char *op, int ndim, const int64_t *shape, int64_
                                          EM_SHAPE_STR_MAX));
     if (shape[i] == 0) zero = true;
   }
-  for (int i = 0; i < ndim && !zero; i++) {
-    if (__builtin_mul_overflow(n, shape[i], &n))
+  /* The product of the non-zero dims must fit even when a zero dim makes
+   * the tensor empty: contiguous strides are built from it (as torch,
+   * which refuses [0, 2^40, 2^40] too). */
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] > 0 && __builtin_mul_overflow(n, shape[i], &n))
       return em__set_error(EM_ERR_INVALID, "%s: shape %s has too many elements (overflow)", op,
                            em__shape_str(ndim, shape, (char[EM_SHAPE_STR_MAX]){0},
                                          EM_SHAPE_STR_MAX));

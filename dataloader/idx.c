@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -27,6 +28,15 @@ typedef struct src {
   bool gz_truncated; /* the compressed stream ended early */
 } src;
 
+/* zlib's message without the "<fd:N>: " it puts before it (the stream
+ * was opened with gzdopen; the error names the file itself). */
+static const char *gz_message(gzFile gz) {
+  int code;
+  const char *m = gzerror(gz, &code);
+  if (strncmp(m, "<fd:", 4) == 0 && strstr(m, ": ")) m = strstr(m, ": ") + 2;
+  return m;
+}
+
 /* Reads up to n bytes; returns bytes read, or -1 with the error set. */
 static int64_t src_read(src *s, void *buf, int64_t n) {
   char *p = buf;
@@ -37,17 +47,15 @@ static int64_t src_read(src *s, void *buf, int64_t n) {
     if (s->gz) {
       int r = gzread(s->gz, p + got, (unsigned)want);
       if (r < 0) {
-        int code;
-        const char *m = gzerror(s->gz, &code);
-        em__set_error(EM_ERR_IO, "idx: %s: corrupt gzip data: %s", s->path, m);
+        em__set_error(EM_ERR_IO, "idx: %s: corrupt gzip data: %s", s->path, gz_message(s->gz));
         return -1;
       }
       if (r == 0) {
         int code;
-        const char *m = gzerror(s->gz, &code);
+        gzerror(s->gz, &code);
         if (code == Z_BUF_ERROR) s->gz_truncated = true;
         else if (code != Z_OK) {
-          em__set_error(EM_ERR_IO, "idx: %s: corrupt gzip data: %s", s->path, m);
+          em__set_error(EM_ERR_IO, "idx: %s: corrupt gzip data: %s", s->path, gz_message(s->gz));
           return -1;
         }
         break;
@@ -89,14 +97,13 @@ em_tensor *em_dl_idx_load(const char *path) {
   if (!path) return EM_FAIL(EM_ERR_INVALID, "idx: path is NULL");
   src s = {path, NULL, NULL, 0, false};
   em_tensor *t = NULL;
-  s.f = fopen(path, "rb");
-  if (!s.f) return EM_FAIL(EM_ERR_IO, "idx: cannot open %s: %s", path, strerror(errno));
-  struct stat stt;
-  if (fstat(fileno(s.f), &stt) != 0 || !S_ISREG(stt.st_mode)) {
-    fclose(s.f);
-    return EM_FAIL(EM_ERR_IO, "idx: %s is not a regular file", path);
+  int fd0 = em__open_regular("idx", path, &s.file_size);
+  if (fd0 < 0) return NULL;
+  s.f = fdopen(fd0, "rb");
+  if (!s.f) {
+    close(fd0);
+    return EM_FAIL(EM_ERR_NOMEM, "idx: %s: out of memory", path);
   }
-  s.file_size = stt.st_size;
   unsigned char m2[2] = {0, 0};
   size_t r2 = fread(m2, 1, 2, s.f);
   bool gz = r2 == 2 && m2[0] == 0x1f && m2[1] == 0x8b;
@@ -147,16 +154,21 @@ em_tensor *em_dl_idx_load(const char *path) {
     goto fail;
   }
   int64_t shape[EM_MAX_DIMS];
-  uint64_t numel = 1;
-  bool overflow = false;
+  /* span: the product of the non-zero sizes, which must fit even when a
+   * zero size makes the tensor empty (the strides are built from it) */
+  uint64_t span = 1;
+  bool overflow = false, empty = false;
   for (int i = 0; i < ndim; i++) {
     const unsigned char *d = dims + 4 * i;
     shape[i] = (int64_t)((uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3]);
-    if (__builtin_mul_overflow(numel, (uint64_t)shape[i], &numel)) overflow = true;
+    if (shape[i] == 0) empty = true;
+    else if (__builtin_mul_overflow(span, (uint64_t)shape[i], &span)) overflow = true;
   }
+  uint64_t numel = empty ? 0 : span;
   size_t es = em_dtype_size(dt);
   uint64_t nbytes = 0;
-  if (overflow || __builtin_mul_overflow(numel, (uint64_t)es, &nbytes) || nbytes > INT64_MAX) {
+  if (overflow || span > INT64_MAX || __builtin_mul_overflow(numel, (uint64_t)es, &nbytes) ||
+      nbytes > INT64_MAX) {
     em__set_error(EM_ERR_IO, "idx: %s: the header claims a size (%s of %s) too large to exist",
                   path, em__shape_str(ndim, shape, (char[EM_SHAPE_STR_MAX]){0}, EM_SHAPE_STR_MAX),
                   tname);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dataloader/dataloader_impl.h"
 
@@ -66,7 +67,9 @@ static bool parse_word(parser *ps, const char *w) {
   return false;
 }
 
-/* "(3, 4)", "(5,)", "()" */
+/* A Python tuple of integers: "(3, 4)", "(5,)", "()"; not "(5)", which
+ * is an int, nor "(05,)", which Python refuses. An 'L' after a number
+ * (Python 2's long, in files it wrote) is skipped, as NumPy does. */
 static bool parse_shape(parser *ps, int *ndim, int64_t *shape, bool *too_many, bool *too_big) {
   *ndim = 0;
   if (!eat(ps, '(')) return false;
@@ -74,19 +77,21 @@ static bool parse_shape(parser *ps, int *ndim, int64_t *shape, bool *too_many, b
     if (eat(ps, ')')) return true;
     skip_ws(ps);
     if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9') return false;
+    if (*ps->p == '0' && ps->p + 1 < ps->end && ps->p[1] >= '0' && ps->p[1] <= '9') return false;
     int64_t v = 0;
     while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
-      if (v > (INT64_MAX - 9) / 10) *too_big = true;
-      else v = v * 10 + (*ps->p - '0');
+      int d = *ps->p - '0';
+      if (v > (INT64_MAX - d) / 10) *too_big = true;
+      else v = v * 10 + d;
       ps->p++;
     }
-    if (ps->p < ps->end && (*ps->p == 'L' || *ps->p == 'l')) ps->p++;
+    if (ps->p < ps->end && *ps->p == 'L') ps->p++;
     if (*ndim >= EM_MAX_DIMS) *too_many = true;
     else shape[*ndim] = v;
     (*ndim)++;
     if (eat(ps, ',')) continue;
-    if (eat(ps, ')')) return true;
-    return false;
+    if (*ndim == 1) return false; /* "(5)" */
+    return eat(ps, ')');
   }
 }
 
@@ -97,12 +102,27 @@ typedef struct npy_header {
   int64_t shape[EM_MAX_DIMS];
 } npy_header;
 
+/* The header as an error quotes it: its first 120 bytes on one line, the
+ * padding and newline trimmed, other unprintable bytes as \xNN. */
+static const char *quote_header(const char *text, size_t hlen, char *out, size_t cap) {
+  while (hlen > 0 && (text[hlen - 1] == ' ' || text[hlen - 1] == '\n')) hlen--;
+  if (hlen > 120) hlen = 120;
+  size_t o = 0;
+  for (size_t i = 0; i < hlen && o + 5 < cap; i++) {
+    unsigned char ch = (unsigned char)text[i];
+    if (ch >= 0x20 && ch < 0x7f) out[o++] = (char)ch;
+    else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
+  }
+  out[o] = '\0';
+  return out;
+}
+
 #define BAD_HEADER(...)                                                           \
   do {                                                                            \
-    char why_[200];                                                               \
+    char why_[200], quoted_[4 * 120 + 8];                                         \
     snprintf(why_, sizeof why_, __VA_ARGS__);                                     \
-    return em__set_error(EM_ERR_IO, "npy: %s: bad header: %s (header: \"%.*s\")", path, why_, \
-                         (int)(hlen > 120 ? 120 : hlen), text);                   \
+    return em__set_error(EM_ERR_IO, "npy: %s: bad header: %s (header: \"%s\")", path, why_, \
+                         quote_header(text, hlen, quoted_, sizeof quoted_));      \
   } while (0)
 
 static em_status parse_header(const char *path, const char *text, size_t hlen, npy_header *h) {
@@ -151,11 +171,12 @@ static em_status parse_header(const char *path, const char *text, size_t hlen, n
 }
 
 /* descr ("<f4") -> dtype and whether bytes must be swapped. */
+/* As NumPy's dtype(): '<' little-endian, '>' big-endian; '=', '|' or no
+ * order character, native (this host is little-endian). */
 static em_status parse_descr(const char *path, const char *descr, em_dtype *dt, bool *swap) {
   char order = descr[0];
-  if (order != '<' && order != '>' && order != '|' && order != '=')
-    return em__set_error(EM_ERR_IO, "npy: %s: descr '%s' has no byte-order character", path, descr);
-  const char *k = descr + 1;
+  bool marked = order == '<' || order == '>' || order == '|' || order == '=';
+  const char *k = marked ? descr + 1 : descr;
   static const struct {
     const char *code;
     em_dtype dt;
@@ -165,9 +186,6 @@ static em_status parse_descr(const char *path, const char *descr, em_dtype *dt, 
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
     if (strcmp(k, map[i].code) != 0) continue;
     size_t es = em_dtype_size(map[i].dt);
-    if (order == '|' && es > 1)
-      return em__set_error(EM_ERR_IO, "npy: %s: descr '%s' gives no byte order for a %zu-byte type",
-                           path, descr, es);
     *dt = map[i].dt;
     *swap = es > 1 && order == '>';
     return EM_OK;
@@ -181,16 +199,16 @@ static em_status parse_descr(const char *path, const char *descr, em_dtype *dt, 
 
 em_tensor *em_dl_npy_load(const char *path) {
   if (!path) return EM_FAIL(EM_ERR_INVALID, "npy: path is NULL");
-  FILE *f = fopen(path, "rb");
-  if (!f) return EM_FAIL(EM_ERR_IO, "npy: cannot open %s: %s", path, strerror(errno));
+  int64_t fsize;
+  int fd = em__open_regular("npy", path, &fsize);
+  if (fd < 0) return NULL;
+  FILE *f = fdopen(fd, "rb");
+  if (!f) {
+    close(fd);
+    return EM_FAIL(EM_ERR_NOMEM, "npy: %s: out of memory", path);
+  }
   char *text = NULL;
   em_tensor *t = NULL, *raw = NULL;
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    em__set_error(EM_ERR_IO, "npy: %s is not a regular file", path);
-    goto fail;
-  }
-  int64_t fsize = st.st_size;
   unsigned char pre[12];
   size_t got = fread(pre, 1, 8, f);
   static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
@@ -246,13 +264,24 @@ em_tensor *em_dl_npy_load(const char *path) {
   em_dtype dt = EM_UINT8;
   bool swap = false;
   if (parse_descr(path, h.descr, &dt, &swap)) goto fail;
-  uint64_t numel = 1, nbytes;
-  for (int i = 0; i < h.ndim; i++)
-    if (__builtin_mul_overflow(numel, (uint64_t)h.shape[i], &numel)) numel = UINT64_MAX;
+  /* span: the product of the non-zero sizes, which must fit even when a
+   * zero size makes the array empty (the strides are built from it) */
+  uint64_t span = 1, numel, nbytes;
+  bool empty = false;
+  for (int i = 0; i < h.ndim; i++) {
+    if (h.shape[i] == 0) empty = true;
+    else if (__builtin_mul_overflow(span, (uint64_t)h.shape[i], &span)) span = UINT64_MAX;
+  }
+  numel = empty ? 0 : span;
   size_t es = em_dtype_size(dt);
   char sbuf[EM_SHAPE_STR_MAX];
   em__shape_str(h.ndim, h.shape, sbuf, sizeof sbuf);
   int64_t data_bytes = fsize - hstart - (int64_t)hlen;
+  if (empty && span > INT64_MAX) {
+    em__set_error(EM_ERR_IO, "npy: %s: the header claims shape %s of %s, whose non-zero sizes "
+                  "multiply to more than 2^63 elements", path, sbuf, h.descr);
+    goto fail;
+  }
   if (__builtin_mul_overflow(numel, (uint64_t)es, &nbytes) || nbytes > INT64_MAX ||
       (int64_t)nbytes > data_bytes) {
     if (numel == UINT64_MAX || nbytes > INT64_MAX)
@@ -266,7 +295,7 @@ em_tensor *em_dl_npy_load(const char *path) {
     goto fail;
   }
   if ((int64_t)nbytes < data_bytes) {
-    em__set_error(EM_ERR_IO, "npy: %s: %lld unexpected bytes after the data of shape %s of %s "
+    em__set_error(EM_ERR_IO, "npy: %s: %lld unexpected byte(s) after the data of shape %s of %s "
                   "(wrong shape?)", path, (long long)(data_bytes - (int64_t)nbytes), sbuf, h.descr);
     goto fail;
   }
@@ -283,6 +312,10 @@ em_tensor *em_dl_npy_load(const char *path) {
     goto fail;
   }
   if (swap && nbytes) em__dl_bswap(em__data_ptr(raw), raw->numel, es);
+  if (dt == EM_BOOL) { /* NumPy reads any nonzero byte as True; ours hold exactly 0 or 1 */
+    unsigned char *b = (unsigned char *)em__data_ptr(raw);
+    for (uint64_t i = 0; i < nbytes; i++) b[i] = b[i] != 0;
+  }
   if (h.fortran && h.ndim > 1) {
     int64_t perm[EM_MAX_DIMS];
     for (int i = 0; i < h.ndim; i++) perm[i] = h.ndim - 1 - i;
@@ -338,23 +371,25 @@ em_status em_dl_npy_save(const char *path, em_tensor *t) {
    * the header ending in '\n'. */
   size_t total = em__dl_align(10 + (size_t)dl + 1, 64);
   size_t hlen = total - 10;
-  unsigned char head[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
-                            (unsigned char)(hlen >> 8)};
-  em_tensor *c = em_tensor_contiguous(t);
+  char head[sizeof dict + 80];
+  memcpy(head, (const unsigned char[]){0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0}, 8);
+  head[8] = (char)(hlen & 0xff);
+  head[9] = (char)(hlen >> 8);
+  memcpy(head + 10, dict, (size_t)dl);
+  memset(head + 10 + dl, ' ', total - 11 - (size_t)dl);
+  head[total - 1] = '\n';
+  em_tensor *cpu = em_tensor_to_device(t, EM_DEVICE_CPU);
+  if (!cpu) return em_last_status();
+  em_tensor *c = em_tensor_contiguous(cpu);
+  em_tensor_release(cpu);
   if (!c) return em_last_status();
-  em_status st = EM_OK;
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    em_tensor_release(c);
-    return em__set_error(EM_ERR_IO, "npy save: cannot open %s: %s", path, strerror(errno));
-  }
-  bool ok = fwrite(head, 1, 10, f) == 10 && fwrite(dict, 1, (size_t)dl, f) == (size_t)dl;
-  for (size_t i = 10 + (size_t)dl; ok && i < total - 1; i++) ok = fputc(' ', f) != EOF;
-  ok = ok && fputc('\n', f) != EOF;
+  em__afile f;
+  em_status st = em__afile_open(&f, "npy save", path);
+  if (!st) st = em__afile_write(&f, head, total);
   size_t nbytes = (size_t)c->numel * em_dtype_size((em_dtype)c->dtype);
-  if (ok && nbytes) ok = fwrite(em__data_ptr(c), 1, nbytes, f) == nbytes;
-  if (fclose(f) != 0) ok = false;
-  if (!ok) st = em__set_error(EM_ERR_IO, "npy save: writing %s failed: %s", path, strerror(errno));
+  if (!st && nbytes) st = em__afile_write(&f, em__data_ptr(c), nbytes);
+  if (!st) st = em__afile_commit(&f);
+  else if (f.tmp) em__afile_abort(&f);
   em_tensor_release(c);
   return st;
 }

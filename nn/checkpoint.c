@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -39,18 +38,6 @@ static em_dtype st_dtype(const char *name) {
   return EM_DTYPE_UNDEFINED;
 }
 
-static em_status write_all(int fd, const void *buf, size_t n, const char *path) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return em__set_error(EM_ERR_IO, "save: writing %s: %s", path, strerror(errno));
-    p += w;
-    n -= (size_t)w;
-  }
-  return EM_OK;
-}
-
 /* ---- save -------------------------------------------------------------------- */
 
 em_status em_save_safetensors(const char *path, const em_state_dict *sd, int nmeta,
@@ -59,8 +46,8 @@ em_status em_save_safetensors(const char *path, const em_state_dict *sd, int nme
   int n = em_state_dict_size(sd);
   em_tensor **data = calloc((size_t)n + 1, sizeof *data);
   json_t *hdr = json_object();
-  char *text = NULL, *tmp = NULL;
-  int fd = -1;
+  char *text = NULL;
+  em__afile f = {-1, NULL, NULL, NULL};
   em_status st = EM_OK;
   if (!data || !hdr) {
     st = em__set_error(EM_ERR_NOMEM, "save: out of memory");
@@ -104,56 +91,19 @@ em_status em_save_safetensors(const char *path, const em_state_dict *sd, int nme
     goto done;
   }
   size_t hlen = strlen(text), padded = (hlen + 7) & ~(size_t)7; /* 8-byte aligned data */
-  if (asprintf(&tmp, "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)random()) < 0) {
-    tmp = NULL;
-    st = em__set_error(EM_ERR_NOMEM, "save: out of memory");
-    goto done;
-  }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    st = em__set_error(EM_ERR_IO, "save: cannot create %s: %s", tmp, strerror(errno));
-    goto done;
-  }
+  EM_CHECK_GOTO(em__afile_open(&f, "save", path), st, done);
   uint64_t le = padded;
-  EM_CHECK_GOTO(write_all(fd, &le, 8, tmp), st, done);
-  EM_CHECK_GOTO(write_all(fd, text, hlen, tmp), st, done);
-  EM_CHECK_GOTO(write_all(fd, "        ", padded - hlen, tmp), st, done);
+  EM_CHECK_GOTO(em__afile_write(&f, &le, 8), st, done);
+  EM_CHECK_GOTO(em__afile_write(&f, text, hlen), st, done);
+  EM_CHECK_GOTO(em__afile_write(&f, "        ", padded - hlen), st, done);
   for (int i = 0; i < n; i++)
     if (data[i]->numel)
-      EM_CHECK_GOTO(write_all(fd, em_tensor_data(data[i]),
-                              (size_t)data[i]->numel * em_dtype_size((em_dtype)data[i]->dtype), tmp),
+      EM_CHECK_GOTO(em__afile_write(&f, em_tensor_data(data[i]),
+                                    (size_t)data[i]->numel * em_dtype_size((em_dtype)data[i]->dtype)),
                     st, done);
-  if (fsync(fd) != 0) {
-    st = em__set_error(EM_ERR_IO, "save: fsync %s: %s", tmp, strerror(errno));
-    goto done;
-  }
-  if (close(fd) != 0) {
-    fd = -1;
-    st = em__set_error(EM_ERR_IO, "save: closing %s: %s", tmp, strerror(errno));
-    goto done;
-  }
-  fd = -1;
-  if (rename(tmp, path) != 0) {
-    st = em__set_error(EM_ERR_IO, "save: renaming %s to %s: %s", tmp, path, strerror(errno));
-    goto done;
-  }
-  free(tmp);
-  tmp = NULL;
-  { /* make the rename durable */
-    char *copy = strdup(path);
-    int dfd = copy ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (dfd >= 0) {
-      fsync(dfd);
-      close(dfd);
-    }
-    free(copy);
-  }
+  st = em__afile_commit(&f);
 done:
-  if (fd >= 0) close(fd);
-  if (tmp) {
-    unlink(tmp);
-    free(tmp);
-  }
+  if (f.tmp) em__afile_abort(&f);
   free(text);
   json_decref(hdr);
   for (int i = 0; data && i < n; i++) em_tensor_release(data[i]);
@@ -193,8 +143,8 @@ static em_status open_header(const char *path, int *fd_out, json_t **hdr_out, ui
                              uint64_t *data_len) {
   *fd_out = -1;
   *hdr_out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return em__set_error(EM_ERR_IO, "load: cannot open %s: %s", path, strerror(errno));
+  int fd = em__open_regular("load", path, NULL);
+  if (fd < 0) return em_last_status();
   struct stat sb;
   em_status st = EM_OK;
   char *text = NULL;

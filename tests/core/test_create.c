@@ -261,6 +261,14 @@ EM_TEST(eye_shapes_and_dtypes) {
   ASSERT_NULL_ERR(em_tensor_eye(2, 2, (em_dtype)99), EM_ERR_DTYPE, "eye: invalid dtype 99");
   ASSERT_NULL_ERR(em_tensor_eye((int64_t)1 << 40, (int64_t)1 << 40, UNDEF), EM_ERR_INVALID,
                   "has too many elements");
+  /* empty, but the other sizes multiply past 2^63 (the strides would overflow) */
+  ASSERT_NULL_ERR(em_tensor_empty(EM_DIMS(0, (int64_t)1 << 40, (int64_t)1 << 40), UNDEF),
+                  EM_ERR_INVALID, "has too many elements");
+  em_tensor *big_empty = em_tensor_empty(EM_DIMS((int64_t)1 << 40, 0, (int64_t)1 << 20), UNDEF);
+  ASSERT_SHAPE(big_empty, (int64_t)1 << 40, 0, (int64_t)1 << 20);
+  ASSERT_EQ(em_tensor_numel(big_empty), 0);
+  ASSERT_EQ(em_tensor_strides(big_empty)[0], (int64_t)1 << 20);
+  em_tensor_release(big_empty);
   em_tensor_release(a), em_tensor_release(b), em_tensor_release(c), em_tensor_release(d);
   em_tensor_release(e), em_tensor_release(f), em_tensor_release(g);
 }

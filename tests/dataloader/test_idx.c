@@ -235,7 +235,8 @@ EM_TEST(malformed_files) {
     fclose(f);
     tmp[n - 8] ^= 0xff;
     write_file(path_of("crc.gz"), tmp, n);
-    EXPECT_BAD("crc.gz", "corrupt gzip data");
+    EXPECT_BAD("crc.gz", "corrupt gzip data: incorrect data check");
+    ASSERT_TRUE(strstr(em_last_error(), "<fd:") == NULL); /* zlib's own name for the stream */
   }
   /* huge claimed sizes: overflow, and too big for the file */
   B->n = 0;
@@ -249,6 +250,27 @@ EM_TEST(malformed_files) {
   EXPECT_BAD("huge", "truncated data: the header claims [65536, 65536, 65536] of unsigned byte (281474976710656 bytes) but the file holds 1 bytes");
   write_gzip_zlib(path_of("huge.gz"), B->b, B->n);
   EXPECT_BAD("huge.gz", "more than a gzip file of");
+  /* empty, but its other sizes multiply past 2^63: refused like torch and
+   * NumPy refuse such a shape */
+  B->n = 0;
+  idx_header(B, 0x08, 3, (const uint32_t[]){0, 1u << 20, 1u << 30});
+  write_file(path_of("empty_big"), B->b, B->n);
+  em_tensor *big_empty = em_dl_idx_load(path_of("empty_big")); /* 2^50 fits */
+  ASSERT_SHAPE(big_empty, 0, 1LL << 20, 1LL << 30);
+  em_tensor_release(big_empty);
+  B->n = 0;
+  idx_header(B, 0x08, 3, (const uint32_t[]){0, 0xffffffffu, 0xffffffffu}); /* ~2^64 */
+  write_file(path_of("empty_overflow"), B->b, B->n);
+  EXPECT_BAD("empty_overflow", "too large to exist");
+  B->n = 0;
+  idx_header(B, 0x08, 4, (const uint32_t[]){0xffffffffu, 0xffffffffu, 0, 0xffffffffu});
+  write_file(path_of("empty_overflow4"), B->b, B->n);
+  EXPECT_BAD("empty_overflow4", "too large to exist");
+  /* a FIFO without a writer is refused at once, not waited on */
+  ASSERT_EQ(mkfifo(path_of("fifo"), 0600), 0);
+  alarm(20);
+  EXPECT_BAD("fifo", "is not a regular file");
+  alarm(0);
   /* a plain IDX file may not be confused with gzip and vice versa */
   ASSERT_PNULL_ERR(em_dl_idx_load(path_of("does-not-exist")), EM_ERR_IO, "cannot open");
   ASSERT_PNULL_ERR(em_dl_idx_load(dir), EM_ERR_IO, "is not a regular file");

@@ -1,7 +1,11 @@
 /* .npy reader and writer: files written byte by byte here for every
  * version, dtype, byte order and order; every malformation. */
+#include <dirent.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/ops.h"
@@ -200,6 +204,9 @@ EM_TEST(malformed_files) {
   EXPECT_BAD("huge_header", EM_ERR_IO, "HEADER_LEN is 4294967295 but only 2 bytes follow");
   write_npy("notdict", 1, 0, "['descr', '<f4']", v, 4);
   EXPECT_BAD("notdict", EM_ERR_IO, "bad header: not a Python dict literal");
+  ASSERT_TRUE(strchr(em_last_error(), '\n') == NULL); /* the quote ends before the padding */
+  write_npy("ctrl", 1, 0, "{'descr': '<f4'\x01, 'fortran_order': False, 'shape': (1,), }", v, 4);
+  EXPECT_BAD("ctrl", EM_ERR_IO, "(header: \"{'descr': '<f4'\\x01, 'fortran_order'");
   write_npy("nokey", 1, 0, "{'descr': '<f4', 'shape': (1,), }", v, 4);
   EXPECT_BAD("nokey", EM_ERR_IO, "missing key 'fortran_order'");
   write_npy("extra", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': 1}", v, 4);
@@ -218,17 +225,34 @@ EM_TEST(malformed_files) {
   EXPECT_BAD("u2", EM_ERR_DTYPE, "unsupported dtype '<u2'");
   write_npy("c8", 1, 0, "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", v, 8);
   EXPECT_BAD("c8", EM_ERR_DTYPE, "unsupported dtype '<c8'");
-  write_npy("noorder", 1, 0, "{'descr': 'f4', 'fortran_order': False, 'shape': (1,), }", v, 4);
-  EXPECT_BAD("noorder", EM_ERR_IO, "no byte-order character");
-  write_npy("pipe4", 1, 0, "{'descr': '|f4', 'fortran_order': False, 'shape': (1,), }", v, 4);
-  EXPECT_BAD("pipe4", EM_ERR_IO, "gives no byte order for a 4-byte type");
+  /* no byte order, or '|', means native, as NumPy's dtype('f4') */
+  const float one = 1.5f;
+  write_npy("noorder", 1, 0, "{'descr': 'f4', 'fortran_order': False, 'shape': (1,), }", &one, 4);
+  write_npy("pipe4", 1, 0, "{'descr': '|f4', 'fortran_order': False, 'shape': (1,), }", &one, 4);
+  for (int i = 0; i < 2; i++) {
+    em_tensor *n = em_dl_npy_load(path_of(i ? "pipe4" : "noorder"));
+    ASSERT_EQ(em_tensor_dtype(n), EM_FLOAT32);
+    ASSERT_TENSOR_CLOSE(n, ((double[]){1.5}), 0, 0);
+    em_tensor_release(n);
+  }
+  write_npy("bareobj", 1, 0, "{'descr': 'O', 'fortran_order': False, 'shape': (1,), }", v, 8);
+  EXPECT_BAD("bareobj", EM_ERR_IO, "object arrays");
+  /* a shape is a tuple as Python writes it */
+  write_npy("int_shape", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (1), }", v, 4);
+  EXPECT_BAD("int_shape", EM_ERR_IO, "bad header");
+  write_npy("zero_lead", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (01,), }", v, 4);
+  EXPECT_BAD("zero_lead", EM_ERR_IO, "bad header");
+  write_npy("long_py2", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (1L,), }", &one, 4);
+  em_tensor *py2 = em_dl_npy_load(path_of("long_py2"));
+  ASSERT_SHAPE(py2, 1);
+  em_tensor_release(py2);
   write_npy("dims17", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': "
             "(1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1), }", v, 4);
   EXPECT_BAD("dims17", EM_ERR_IO, "the shape has 17 dims; ember supports at most 16");
   write_npy("short_data", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", v, 20);
   EXPECT_BAD("short_data", EM_ERR_IO, "truncated data: shape [2, 3] of <f4 needs 24 bytes but the file holds 20");
   write_npy("long_data", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 5), }", v, 24);
-  EXPECT_BAD("long_data", EM_ERR_IO, "4 unexpected bytes after the data of shape [1, 5] of <f4");
+  EXPECT_BAD("long_data", EM_ERR_IO, "4 unexpected byte(s) after the data of shape [1, 5] of <f4");
   write_npy("huge", 1, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }", v, 8);
   EXPECT_BAD("huge", EM_ERR_IO, "truncated data: shape [1000000, 1000000] of <f8 needs 8000000000000 bytes but the file holds 8");
   write_npy("overflow", 1, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': "
@@ -278,6 +302,98 @@ EM_TEST(save_round_trip) {
   em_tensor_release(t);
   em_tensor_release(m);
   em_tensor_release(a);
+}
+
+EM_TEST(bool_bytes_empty_shapes_and_fifos) {
+  /* NumPy stores a bool as any byte (nonzero is True); ember's hold 0 or 1 */
+  const unsigned char b[6] = {0, 1, 2, 14, 255, 1};
+  write_npy("b1c", 1, 0, "{'descr': '|b1', 'fortran_order': False, 'shape': (2, 3), }", b, 6);
+  write_npy("b1f", 1, 0, "{'descr': '|b1', 'fortran_order': True, 'shape': (2, 3), }", b, 6);
+  em_tensor *c = em_dl_npy_load(path_of("b1c"));
+  ASSERT_SHAPE(c, 2, 3);
+  const unsigned char *cb = em_tensor_data(c);
+  for (int i = 0; i < 6; i++) ASSERT_EQ(cb[i], b[i] != 0);
+  em_tensor *f = em_dl_npy_load(path_of("b1f")); /* a[i][j] = byte i + 2j */
+  ASSERT_SHAPE(f, 2, 3);
+  const unsigned char *fb = em_tensor_data(f);
+  const unsigned char want[6] = {0, 1, 1, 1, 1, 1};
+  for (int i = 0; i < 6; i++) ASSERT_EQ(fb[i], want[i]);
+  em_tensor_release(c);
+  em_tensor_release(f);
+  /* an empty array: its other sizes may be large, but their product must
+   * fit (NumPy refuses it too: "array is too big") */
+  write_npy("empty_big", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': "
+            "(3, 0, 1099511627776), }", NULL, 0);
+  em_tensor *e = em_dl_npy_load(path_of("empty_big"));
+  ASSERT_SHAPE(e, 3, 0, (int64_t)1 << 40);
+  em_tensor_release(e);
+  const char *p;
+#define EXPECT_BAD(name, st, substr)                                         \
+  do {                                                                       \
+    p = path_of(name);                                                       \
+    ASSERT_PNULL_ERR(em_dl_npy_load(p), st, substr);                         \
+    ASSERT_TRUE(strstr(em_last_error(), p) != NULL);                         \
+  } while (0)
+  write_npy("empty_overflow", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': "
+            "(0, 4611686018427387903, 4611686018427387903), }", NULL, 0);
+  EXPECT_BAD("empty_overflow", EM_ERR_IO, "non-zero sizes multiply to more than 2^63 elements");
+  write_npy("empty_overflow_f", 1, 0, "{'descr': '<f4', 'fortran_order': True, 'shape': "
+            "(4611686018427387903, 4611686018427387903, 0), }", NULL, 0);
+  EXPECT_BAD("empty_overflow_f", EM_ERR_IO, "non-zero sizes multiply to more than 2^63 elements");
+  /* a FIFO without a writer is refused at once, not waited on */
+  ASSERT_EQ(mkfifo(path_of("fifo"), 0600), 0);
+  alarm(20);
+  EXPECT_BAD("fifo", EM_ERR_IO, "is not a regular file");
+  alarm(0);
+#undef EXPECT_BAD
+}
+
+/* Names in dir that start with prefix. */
+static int count_prefixed(const char *prefix) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  for (struct dirent *e; d && (e = readdir(d));) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+  if (d) closedir(d);
+  return n;
+}
+
+EM_TEST(save_is_atomic) {
+  em_tensor *small = em_tensor_arange(em_scalar_int(0), em_scalar_int(4), em_scalar_int(1), EM_INT32);
+  ASSERT_OK(em_dl_npy_save(path_of("at.npy"), small));
+  /* a save that fails half-way (the file size limit: write fails with
+   * EFBIG) leaves the old file whole and no temporary file behind */
+  pid_t pid = fork();
+  ASSERT_TRUE(pid >= 0);
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &rl);
+    em_tensor *big = em_tensor_zeros(EM_DIMS(100000), EM_FLOAT32);
+    em_status st = em_dl_npy_save(path_of("at.npy"), big);
+    _exit(st == EM_ERR_IO && strstr(em_last_error(), "npy save: writing") &&
+          strstr(em_last_error(), "at.npy.tmp.") ? 0 : 1);
+  }
+  int ws;
+  ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+  ASSERT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+  em_tensor *back = em_dl_npy_load(path_of("at.npy"));
+  ASSERT_SHAPE(back, 4);
+  ASSERT_TENSOR_CLOSE(back, ((double[]){0, 1, 2, 3}), 0, 0);
+  em_tensor_release(back);
+  ASSERT_EQ(count_prefixed("at.npy"), 1);
+  /* a save that succeeds replaces the file whole */
+  em_tensor *two = em_tensor_full(EM_DIMS(2, 2), em_scalar_float(2.5), EM_FLOAT64);
+  ASSERT_OK(em_dl_npy_save(path_of("at.npy"), two));
+  back = em_dl_npy_load(path_of("at.npy"));
+  ASSERT_SHAPE(back, 2, 2);
+  ASSERT_TENSOR_CLOSE(back, ((double[]){2.5, 2.5, 2.5, 2.5}), 0, 0);
+  ASSERT_EQ(count_prefixed("at.npy"), 1);
+  /* a directory that does not exist: the error names the file */
+  em_clear_error();
+  ASSERT_ERR(em_dl_npy_save(path_of("no-such-dir/x.npy"), two), EM_ERR_IO, "no-such-dir/x.npy");
+  em_tensor_release(back);
+  em_tensor_release(two);
+  em_tensor_release(small);
 }
 
 EM_TEST_MAIN()

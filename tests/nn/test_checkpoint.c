@@ -161,6 +161,12 @@ EM_TEST(hostile_files_are_refused) {
   fclose(f);
   ASSERT_ERR(em_load_safetensors(file("short"), &sd), EM_ERR_IO, "truncated");
   ASSERT_ERR(em_load_safetensors(file("does-not-exist"), &sd), EM_ERR_IO, "cannot open");
+  /* a FIFO without a writer is refused at once, not waited on; so is a directory */
+  ASSERT_EQ(mkfifo(file("fifo"), 0600), 0);
+  alarm(20);
+  ASSERT_ERR(em_load_safetensors(file("fifo"), &sd), EM_ERR_IO, "is not a regular file");
+  alarm(0);
+  ASSERT_ERR(em_load_safetensors(dir, &sd), EM_ERR_IO, "is not a regular file");
 }
 
 /* A writer killed in the middle leaves the old checkpoint intact. */
