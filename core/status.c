@@ -3,7 +3,8 @@
 
 #include "core/core_impl.h"
 
-#define EM_ERROR_MAX 1024
+/* room for a PATH_MAX (4096) path and the reason after it */
+#define EM_ERROR_MAX 8192
 
 static __thread char last_msg[EM_ERROR_MAX];
 static __thread em_status last_status;

@@ -346,6 +346,12 @@ EM_TEST(bool_bytes_empty_shapes_and_fifos) {
   EXPECT_BAD("fifo", EM_ERR_IO, "is not a regular file");
   alarm(0);
 #undef EXPECT_BAD
+  /* a path as long as PATH_MAX still leaves room for the reason */
+  char long_path[4600];
+  memset(long_path, 'a', sizeof long_path - 1);
+  long_path[0] = '/';
+  long_path[sizeof long_path - 1] = '\0';
+  ASSERT_PNULL_ERR(em_dl_npy_load(long_path), EM_ERR_IO, "File name too long");
 }
 
 /* Names in dir that start with prefix. */
