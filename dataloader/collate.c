@@ -281,24 +281,21 @@ em_status em_dl_default_collate(void *ctx, int n, em_dl_sample *samples,
                              "default_collate: stack expects each tensor to be equal size, but got "
                              "%s at entry 0 and %s at entry %d (field %d)",
                              em__tshape(t0), em__tshape(t), i, f);
-      if (t->dtype != t0->dtype)
-        return em__set_error(EM_ERR_DTYPE,
-                             "default_collate: field %d is %s at entry 0 but %s at entry %d",
-                             f, em_dtype_name((em_dtype)t0->dtype),
-                             em_dtype_name((em_dtype)t->dtype), i);
     }
+    /* mixed dtypes stack in their promoted type, as torch.stack */
+    em_dtype dt = (em_dtype)t0->dtype;
+    for (int i = 1; i < n; i++) dt = em_promote_types(dt, (em_dtype)samples[i].t[f]->dtype);
     int64_t shape[EM_MAX_DIMS];
     shape[0] = n;
     memcpy(shape + 1, t0->shape, (size_t)t0->ndim * sizeof(int64_t));
-    em_dtype dt = (em_dtype)t0->dtype;
     em_tensor *out = em_dl_batch_builder_alloc(b, t0->ndim + 1, shape, dt);
     if (!out) return em_last_status();
-    size_t row = tensor_bytes(t0);
+    size_t row = (size_t)t0->numel * em_dtype_size(dt);
     char *dst = row ? em__data_ptr(out) : NULL;
     em_status st = EM_OK;
     for (int i = 0; i < n && row && !st; i++) {
       em_tensor *t = samples[i].t[f];
-      if (t->device.type == EM_CPU && em_tensor_is_contiguous(t)) {
+      if (t->dtype == dt && t->device.type == EM_CPU && em_tensor_is_contiguous(t)) {
         memcpy(dst + (size_t)i * row, em__data_ptr(t), row);
       } else {
         em_tensor *r = em_tensor_from_blob(dst + (size_t)i * row, t->ndim, t->shape, NULL, dt,

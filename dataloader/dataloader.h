@@ -326,7 +326,8 @@ typedef em_status (*em_dl_collate_fn)(void *ctx, int n, em_dl_sample *samples,
                                       em_dl_batch_builder *b);
 /* default_collate: field f of the batch is the stack of field f of every
  * sample along a new dim 0 ([n, ...]). Every sample needs the same number
- * of fields, and each field the same shape and dtype across samples. */
+ * of fields, and each field the same shape across samples; mixed dtypes
+ * stack in their promoted type (em_promote_types), as torch.stack. */
 EM_API em_status em_dl_default_collate(void *ctx, int n, em_dl_sample *samples,
                                        em_dl_batch_builder *b);
 /* default_convert (loaders without batching): the fields of samples[0]

@@ -228,7 +228,7 @@ typedef struct em__dl_task_msg {
   int64_t indices[];
 } em__dl_task_msg;
 
-#define EM_DL_TEXT_MAX 2048
+#define EM_DL_TEXT_MAX 6144 /* a worker's error text: a Python traceback fits */
 
 typedef struct em__dl_result_msg {
   uint32_t type;

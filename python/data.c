@@ -25,7 +25,8 @@
  * parked (python/errors.c) and comes back out unchanged. In a worker it
  * becomes the worker's error text: "Caught ValueError in DataLoader worker
  * process 0.\nOriginal Traceback (most recent call last): ..." (PyTorch's
- * wording; the traceback trimmed to fit ember's 1 KiB messages), which
+ * wording, with module.qualname for a class not in builtins; the
+ * traceback trimmed to fit a worker's report of 6 KiB), which
  * the main process receives prefixed with the worker, pid and sample; the
  * Python DataLoader re-raises it as the original exception class.
  *
@@ -67,21 +68,33 @@ static em_status py_error(void) {
   PyErr_NormalizeException(&t, &v, &tb);
   if (tb && v) PyException_SetTraceback(v, tb);
   PyObject *text = format_tb(t, v, tb);
-  const char *name = ((PyTypeObject *)t)->tp_name;
-  const char *dot = strrchr(name, '.');
-  char tname[128];
-  snprintf(tname, sizeof tname, "%s", dot ? dot + 1 : name);
+  /* The class as the main process finds it again (the worker is a fork):
+   * its name for a builtin, else module.qualname. */
+  char tname[256];
+  PyObject *mod = PyObject_GetAttrString(t, "__module__");
+  PyObject *qual = PyObject_GetAttrString(t, "__qualname__");
+  const char *ms = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : NULL;
+  const char *qs = qual && PyUnicode_Check(qual) ? PyUnicode_AsUTF8(qual) : NULL;
+  if (qs && ms && strcmp(ms, "builtins") != 0) snprintf(tname, sizeof tname, "%s.%s", ms, qs);
+  else snprintf(tname, sizeof tname, "%s", qs ? qs : ((PyTypeObject *)t)->tp_name);
+  Py_XDECREF(mod);
+  Py_XDECREF(qual);
+  PyErr_Clear();
   PyErr_Restore(t, v, tb);
   em_status st = emp_park_exception(); /* status from the class; the message is replaced */
   emp_clear_parked();
-  const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
+  /* UTF-8, with what cannot be encoded (a lone surrogate from a file
+   * name) escaped rather than losing the whole text */
+  PyObject *bytes = text ? PyUnicode_AsEncodedString(text, "utf-8", "backslashreplace") : NULL;
+  const char *s = bytes ? PyBytes_AsString(bytes) : NULL;
   if (!s) {
     PyErr_Clear();
     s = "Traceback unavailable\n";
   }
-  /* keep the message within ember's 1 KiB error buffer (the loader adds
-   * ~80 bytes naming the worker): the first line and the tail */
-  const size_t budget = 760;
+  /* keep the message within what a worker's error report carries
+   * (EM_DL_TEXT_MAX, less the words naming the worker): the first line
+   * and the tail */
+  const size_t budget = 5600;
   size_t len = strlen(s);
   if (len <= budget) {
     em_set_error(st, "Caught %s in DataLoader worker process %d.\nOriginal %s", tname, wi->id, s);
@@ -94,6 +107,7 @@ static em_status py_error(void) {
     em_set_error(st, "Caught %s in DataLoader worker process %d.\nOriginal %.*s  ...\n%s", tname,
                  wi->id, head, s, tail);
   }
+  Py_XDECREF(bytes);
   Py_XDECREF(text);
   return st;
 }

@@ -220,11 +220,17 @@ EM_TEST(default_collate) {
   ASSERT_ERR(em_dl_collate(NULL, NULL, 2, two, &b), EM_ERR_SHAPE,
              "stack expects each tensor to be equal size, but got [3] at entry 0 and [4] at entry 1 (field 0)");
   em_dl_sample_release(&odd);
-  ASSERT_OK(em_dl_sample_push(&odd, em_tensor_zeros(EM_DIMS(3), EM_FLOAT64)));
-  ASSERT_OK(em_dl_sample_push(&odd, em_tensor_zeros(0, NULL, EM_INT64)));
+  /* mixed dtypes stack in the promoted type, as torch.stack: float32 and
+   * float64 in float64, int64 and float32 in float32 */
+  ASSERT_OK(em_dl_sample_push(&odd, em_tensor_full(EM_DIMS(3), em_scalar_float(0.1), EM_FLOAT64)));
+  ASSERT_OK(em_dl_sample_push(&odd, em_tensor_full(0, NULL, em_scalar_float(2.5), EM_FLOAT32)));
   two[1] = odd;
-  ASSERT_ERR(em_dl_collate(NULL, NULL, 2, two, &b), EM_ERR_DTYPE,
-             "field 0 is float32 at entry 0 but float64 at entry 1");
+  ASSERT_OK(em_dl_collate(NULL, NULL, 2, two, &b));
+  ASSERT_EQ(em_tensor_dtype(b.t[0]), EM_FLOAT64);
+  ASSERT_TENSOR_CLOSE(b.t[0], ((double[]){40, 41, 42, 0.1, 0.1, 0.1}), 0, 0);
+  ASSERT_EQ(em_tensor_dtype(b.t[1]), EM_FLOAT32);
+  ASSERT_TENSOR_CLOSE(b.t[1], ((double[]){4, 2.5}), 0, 0);
+  em_dl_batch_release(&b);
   em_dl_sample_release(&odd);
   ASSERT_OK(em_dl_sample_push(&odd, em_tensor_zeros(EM_DIMS(3), EM_FLOAT32)));
   two[1] = odd;

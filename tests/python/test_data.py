@@ -75,6 +75,35 @@ class Failing(Dataset):
         return ember.tensor([i])
 
 
+class MyError(Exception):
+    pass
+
+
+class Outer:
+    class Inner(LookupError):
+        pass
+
+
+class TwoArgError(Exception):
+    def __init__(self, a, b):
+        super().__init__(a, b)
+
+
+class Raising(Dataset):
+    """Raises exc at sample 1."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        if i == 1:
+            raise self.exc
+        return ember.tensor([i])
+
+
 class Slow(Dataset):
     def __init__(self, delay):
         self.delay = delay
@@ -374,6 +403,96 @@ class TestDataLoader(unittest.TestCase):
                 self.assertIn("ValueError: bad sample 4", msg)
         with self.assertRaises(TypeError):
             list(DataLoader(Squares(4), batch_size=2, num_workers=1, collate_fn=lambda b: b[0] + 1))
+
+    def test_worker_exception_classes(self):
+        import zipfile
+        cases = [(MyError("mine"), MyError), (zipfile.BadZipFile("zip"), zipfile.BadZipFile),
+                 (Outer.Inner("inner"), Outer.Inner), (KeyError("k"), KeyError),
+                 (TwoArgError(1, 2), RuntimeError),  # cannot be rebuilt from one message
+                 (ValueError("name \udcff"), ValueError)]  # a lone surrogate (os.fsdecode)
+        for exc, cls in cases:
+            with self.assertRaises(cls) as cm:
+                list(DataLoader(Raising(exc), batch_size=1, num_workers=1))
+            self.assertIs(type(cm.exception), cls)
+            msg = str(cm.exception)
+            self.assertIn("in DataLoader worker process 0", msg)
+            self.assertIn("Original Traceback (most recent call last):", msg)
+            self.assertIn("raise self.exc", msg)
+        self.assertIn("Caught zipfile.BadZipFile in", self._raised(zipfile.BadZipFile("zip")))
+        self.assertIn("ValueError: name \\udcff", self._raised(ValueError("name \udcff")))
+        self.assertIn("\n", self._raised(KeyError("k")))  # KeyError's str() not a repr
+        long_text = self._raised(ValueError("x" * 3000))  # a long message is kept whole
+        self.assertIn("x" * 3000, long_text)
+        self.assertIn("Original Traceback (most recent call last):", long_text)
+
+    def _raised(self, exc):
+        try:
+            list(DataLoader(Raising(exc), batch_size=1, num_workers=1))
+        except Exception as e:
+            return str(e)
+        self.fail("no exception")
+
+    def test_live_dataset_and_settings(self):
+        # each pass reads the dataset as it is then, as torch's samplers do
+        data = [1, 2]
+        dl = DataLoader(data, batch_size=8)
+        self.assertEqual(batches(dl), [[1, 2]])
+        data.append(3)
+        self.assertEqual((batches(dl), len(dl)), ([[1, 2, 3]], 1))
+        del data[1:]
+        self.assertEqual(batches(dl), [[1]])
+        rs = DataLoader(data, batch_size=8, shuffle=True)
+        data.extend([5, 6])
+        self.assertEqual(sorted(batches(rs)[0]), [1, 5, 6])
+        tds = TensorDataset(ember.arange(10))
+        sub = Subset(tds, [0, 1])
+        for nw in (0, 1):
+            dl = DataLoader(sub, batch_size=4, num_workers=nw)
+            sub.indices = [0, 1]
+            tds.tensors = (ember.arange(10),)
+            self.assertEqual(batches(dl), [[[0, 1]]])
+            sub.indices = [2, 3, 4]
+            self.assertEqual(batches(dl), [[[2, 3, 4]]])
+            sub.indices.append(7)
+            self.assertEqual(batches(dl), [[[2, 3, 4, 7]]])
+            tds.tensors = (ember.arange(10, 20),)
+            self.assertEqual(batches(dl), [[[12, 13, 14, 17]]])
+        # the sampling is fixed after __init__ (torch: ValueError) ...
+        for attr in ("dataset", "sampler", "batch_sampler", "batch_size", "drop_last",
+                     "persistent_workers"):
+            with self.assertRaises(ValueError) as cm:
+                setattr(dl, attr, None)
+            self.assertIn("%s attribute should not be set after DataLoader is initialized" % attr,
+                          str(cm.exception))
+        # ... the rest applies from the next pass
+        dl = DataLoader(tds, batch_size=5, collate_fn=len)
+        self.assertEqual(list(dl), [5, 5])
+        dl.collate_fn = lambda b: -len(b)
+        self.assertEqual(list(dl), [-5, -5])
+        dl.num_workers = 2
+        self.assertEqual(list(dl), [-5, -5])
+        # persistent workers: iter() hands out the same iterator, reset
+        dl = DataLoader(tds, batch_size=4, num_workers=1, persistent_workers=True)
+        a = iter(dl)
+        next(a)
+        b = iter(dl)
+        self.assertIs(a, b)
+        self.assertEqual(len(batches(a)), 3)
+        # indices must be integers; an iterable dataset's batch_size positive
+        with self.assertRaises(IndexError) as cm:
+            list(DataLoader(Subset(tds, [0, 1.5]), batch_size=2))
+        self.assertIn("Subset: index 1.5 at position 1 is not an integer", str(cm.exception))
+        with self.assertRaises(IndexError):
+            SubsetRandomSampler([1.5, 2])
+        with self.assertRaises(ValueError) as cm:
+            DataLoader(Stream(3), batch_size=0)
+        self.assertIn("batch_size should be a positive integer value", str(cm.exception))
+        # mixed dtypes stack in the promoted type, as torch.stack (C collate)
+        mixed = ConcatDataset([TensorDataset(ember.zeros(2, 2)),
+                               TensorDataset(ember.ones(2, 2, dtype=ember.float64))])
+        (b,) = next(iter(DataLoader(mixed, batch_size=4)))
+        self.assertEqual(b.dtype, ember.float64)
+        self.assertEqual(b.tolist(), [[0, 0], [0, 0], [1, 1], [1, 1]])
 
     def test_persistent_and_iterable(self):
         dl = DataLoader(Squares(6), batch_size=2, num_workers=2, persistent_workers=True)

@@ -70,8 +70,10 @@ class MNIST(Dataset):
     def _c_dataset(self):
         if self.transform is not None or self.target_transform is not None:
             return None
-        if self._c is None:
+        key = (id(self.data), id(self.targets))
+        if self._c is None or self._c_key != key:
             self._c = _C._dl_tensor_dataset(self.data, self.targets)
+            self._c_key = key
         return self._c
 
     @property

@@ -81,22 +81,46 @@ class DataLoaderTimeoutError(RuntimeError, TimeoutError):
     """A batch did not arrive within the DataLoader's timeout."""
 
 
-_CAUGHT = re.compile(r"Caught (\w+) in DataLoader worker process")
+_CAUGHT = re.compile(r"Caught ([\w.]+) in DataLoader worker process")
+
+
+def _find_class(name):
+    """The class a worker named: a builtin's name, or module.qualname (the
+    worker is a fork, so the main process has the same modules)."""
+    if "." not in name:
+        return getattr(builtins, name, None)
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        obj = sys.modules.get(".".join(parts[:cut]))
+        if obj is None:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
+class _KeyErrorMessage(str):
+    """KeyError's str() is the repr() of its argument, which would print a
+    worker's traceback as one line of escapes (torch does the same)."""
+
+    def __repr__(self):
+        return self
 
 
 def _reraise(exc):
-    """Re-raises a worker's failure as its original exception class."""
+    """Re-raises a worker's failure as its original exception class (a
+    RuntimeError if the class cannot be built from one message, as torch)."""
     msg = str(exc)
     m = _CAUGHT.search(msg)
     if m:
-        cls = getattr(builtins, m.group(1), None)
+        cls = _find_class(m.group(1))
         if isinstance(cls, type) and issubclass(cls, Exception):
             try:
-                new = cls(msg)
+                new = cls(_KeyErrorMessage(msg) if issubclass(cls, KeyError) else msg)
             except Exception:
-                new = None
-            if new is not None:
-                raise new from None
+                new = RuntimeError(msg)
+            raise new from None
     if isinstance(exc, TimeoutError) and not isinstance(exc, DataLoaderTimeoutError):
         raise DataLoaderTimeoutError(msg) from None
     raise exc
@@ -106,6 +130,13 @@ class _Iter:
     def __init__(self, loader):
         self._loader = loader
         self._c = iter(loader._c_loader())
+        self._num_yielded = 0
+
+    def _reset(self):
+        """A new pass (persistent workers: iter() hands out the same
+        iterator, as torch's does)."""
+        self._shutdown()
+        self._c = iter(self._loader._c_loader())
         self._num_yielded = 0
 
     def __iter__(self):
@@ -152,8 +183,22 @@ class _Iter:
             pass
 
 
+# As torch: these define the sampling and may not change after __init__ ...
+_FROZEN = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
+# ... these may, and the next pass uses them.
+_REBUILD = ("num_workers", "collate_fn", "worker_init_fn", "timeout", "pin_memory",
+            "prefetch_factor", "generator")
+
+
 class DataLoader:
-    """Batches from a dataset (torch.utils.data.DataLoader's arguments)."""
+    """Batches from a dataset (torch.utils.data.DataLoader's arguments).
+
+    Each pass reads the dataset as it is then: a dataset that grew or
+    shrank, or whose tensors or indices were reassigned, is sampled and
+    loaded anew, and so are changes to num_workers, collate_fn and the
+    other settings that may change between passes."""
+
+    _initialized = False
 
     def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
                  num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
@@ -193,6 +238,10 @@ class DataLoader:
             if batch_sampler is not None:
                 raise ValueError("DataLoader with IterableDataset: expected unspecified "
                                  "batch_sampler option, but got batch_sampler={}".format(batch_sampler))
+            if batch_size is not None and (not isinstance(batch_size, int) or
+                                           isinstance(batch_size, bool) or batch_size <= 0):
+                raise ValueError("batch_size should be a positive integer value, but got "
+                                 "batch_size={}".format(batch_size))
         else:
             self._iterable = False
             shuffle = bool(shuffle)
@@ -222,17 +271,35 @@ class DataLoader:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._loader = None
+        self._loader_ds = None
+        self._py_ds = None
+        self._initialized = True
+
+    def __setattr__(self, attr, val):
+        if self._initialized and attr in _FROZEN:
+            raise ValueError("{} attribute should not be set after {} is initialized".format(
+                attr, type(self).__name__))
+        object.__setattr__(self, attr, val)
+        if attr in _REBUILD:
+            object.__setattr__(self, "_loader", None)
 
     def _c_loader(self):
-        if self._loader is not None:
-            return self._loader
         c_ds = None
         if not self._iterable and isinstance(self.dataset, Dataset):
             c_ds = self.dataset._c_dataset()
-        c_collate = c_ds is not None and self.collate_fn in (default_collate, default_convert)
-        python_ds = c_ds is None
-        if python_ds:
-            c_ds = _C._dl_python_dataset(self.dataset, self._iterable)
+        changed = False
+        for s in (self.batch_sampler, self.sampler):
+            if isinstance(s, Sampler):
+                changed = s._refresh() or changed
+                break  # a batch sampler refreshes the sampler it wraps
+        if c_ds is None:
+            if self._py_ds is None:
+                self._py_ds = _C._dl_python_dataset(self.dataset, self._iterable)
+            c_ds = self._py_ds
+        if self._loader is not None and not changed and c_ds is self._loader_ds:
+            return self._loader
+        python_ds = c_ds is self._py_ds
+        c_collate = not python_ds and self.collate_fn in (default_collate, default_convert)
         kw = dict(batch_size=0, drop_last=self.drop_last, num_workers=self.num_workers,
                   prefetch_factor=self.prefetch_factor if self.num_workers > 0 else 0,
                   persistent_workers=self.persistent_workers, timeout=float(self.timeout),
@@ -260,11 +327,13 @@ class DataLoader:
         if python_ds or self.worker_init_fn is not None:
             kw["worker_init_fn"] = _make_worker_init(self.dataset, self.worker_init_fn)
         self._loader = _C._Loader(c_ds, **kw)
+        self._loader_ds = c_ds
         return self._loader
 
     def __iter__(self):
         if self.persistent_workers and self._live is not None:
-            self._live._shutdown()
+            self._live._reset()
+            return self._live
         it = _Iter(self)
         if self.persistent_workers:
             self._live = it

@@ -11,6 +11,7 @@ import warnings
 
 import ember
 from ember import _C
+from ember.utils.data.sampler import _indices
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "ChainDataset",
            "random_split"]
@@ -26,7 +27,8 @@ class Dataset:
         return ConcatDataset([self, other])
 
     def _c_dataset(self):
-        """The C dataset equivalent to this one, or None."""
+        """The C dataset equivalent to this one as it is now (rebuilt when
+        what it reads from was reassigned or changed), or None."""
         return None
 
 
@@ -57,8 +59,10 @@ class TensorDataset(Dataset):
         return self.tensors[0].size(0)
 
     def _c_dataset(self):
-        if self._c is None:
+        key = tuple(id(t) for t in self.tensors)
+        if self._c is None or self._c_key != key:
             self._c = _C._dl_tensor_dataset(*self.tensors)
+            self._c_key = key
         return self._c
 
 
@@ -79,11 +83,13 @@ class Subset(Dataset):
         return len(self.indices)
 
     def _c_dataset(self):
-        if self._c is None:
-            inner = self.dataset._c_dataset() if isinstance(self.dataset, Dataset) else None
-            if inner is None:
-                return None
-            self._c = _C._dl_subset(inner, [int(i) for i in self.indices])
+        inner = self.dataset._c_dataset() if isinstance(self.dataset, Dataset) else None
+        if inner is None:
+            return None
+        indices = _indices(self.indices, "Subset")
+        if self._c is None or self._c_inner is not inner or self._c_indices != indices:
+            self._c = _C._dl_subset(inner, indices)
+            self._c_inner, self._c_indices = inner, indices
         return self._c
 
 
@@ -119,11 +125,13 @@ class ConcatDataset(Dataset):
         return self.datasets[dataset_idx][sample_idx]
 
     def _c_dataset(self):
-        if self._c is None:
-            parts = [d._c_dataset() if isinstance(d, Dataset) else None for d in self.datasets]
-            if any(p is None for p in parts):
-                return None
+        parts = [d._c_dataset() if isinstance(d, Dataset) else None for d in self.datasets]
+        if any(p is None for p in parts):
+            return None
+        if self._c is None or len(parts) != len(self._c_parts) or \
+                any(a is not b for a, b in zip(parts, self._c_parts)):
             self._c = _C._dl_concat(parts)
+            self._c_parts = parts
         return self._c
 
 

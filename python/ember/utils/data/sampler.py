@@ -2,6 +2,8 @@
 dataloader/dataloader.h so that the DataLoader draws indices without
 Python; a user-defined Sampler (Python __iter__) works too (the loader
 wraps it)."""
+import operator
+
 from ember import _C
 
 __all__ = ["Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
@@ -32,13 +34,48 @@ class Sampler:
             return self._c
         return _C._dl_sampler_python(self, is_batch)
 
+    def _refresh(self):
+        """Rebuilds the C sampler if what it was built from changed (a
+        dataset that grew or shrank: torch's samplers read len() at each
+        pass); True if it did."""
+        return False
+
+
+def _indices(indices, what):
+    """indices as a list of ints; a float or other non-integer is an
+    IndexError naming it (torch fails on it when indexing)."""
+    out = []
+    for pos, i in enumerate(indices):
+        try:
+            out.append(operator.index(i))
+        except TypeError:
+            raise IndexError("{}: index {!r} at position {} is not an integer".format(
+                what, i, pos)) from None
+    return out
+
 
 class SequentialSampler(Sampler):
     """0, 1, ..., len(data_source) - 1."""
 
     def __init__(self, data_source):
         self.data_source = data_source
-        self._c = _C._dl_sampler_sequential(len(data_source))
+        self._n = len(data_source)
+        self._c = _C._dl_sampler_sequential(self._n)
+
+    def _refresh(self):
+        n = len(self.data_source)
+        if n == self._n:
+            return False
+        self._n = n
+        self._c = _C._dl_sampler_sequential(n)
+        return True
+
+    def __iter__(self):
+        self._refresh()
+        return iter(self._c)
+
+    def __len__(self):
+        return len(self.data_source)
 
 
 class RandomSampler(Sampler):
@@ -56,7 +93,23 @@ class RandomSampler(Sampler):
         if not isinstance(self.num_samples, int) or self.num_samples <= 0:
             raise ValueError("num_samples should be a positive integer value, but got "
                              "num_samples={}".format(self.num_samples))
-        self._c = _C._dl_sampler_random(len(data_source), replacement, num_samples, generator)
+        self._n = len(data_source)
+        self._c = _C._dl_sampler_random(self._n, replacement, num_samples, generator)
+
+    def _refresh(self):
+        n = len(self.data_source)
+        if n == self._n:
+            return False
+        self._n = n
+        self._c = _C._dl_sampler_random(n, self.replacement, self._num_samples, self.generator)
+        return True
+
+    def __iter__(self):
+        self._refresh()
+        return iter(self._c)
+
+    def __len__(self):
+        return self.num_samples
 
     @property
     def num_samples(self):
@@ -69,7 +122,7 @@ class SubsetRandomSampler(Sampler):
     def __init__(self, indices, generator=None):
         self.indices = indices
         self.generator = generator
-        self._c = _C._dl_sampler_subset_random([int(i) for i in indices], generator)
+        self._c = _C._dl_sampler_subset_random(_indices(indices, "SubsetRandomSampler"), generator)
 
 
 class WeightedRandomSampler(Sampler):
@@ -102,11 +155,28 @@ class BatchSampler(Sampler):
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last
-        if isinstance(sampler, Sampler):
-            inner = sampler._c_sampler(False)
+        self._build()
+
+    def _build(self):
+        if isinstance(self.sampler, Sampler):
+            inner = self.sampler._c_sampler(False)
         else:
-            inner = _C._dl_sampler_python(sampler, False)
-        self._c = _C._dl_sampler_batch(inner, batch_size, drop_last)
+            inner = _C._dl_sampler_python(self.sampler, False)
+        self._c = _C._dl_sampler_batch(inner, self.batch_size, self.drop_last)
+
+    def _refresh(self):
+        if not (isinstance(self.sampler, Sampler) and self.sampler._refresh()):
+            return False
+        self._build()
+        return True
+
+    def __iter__(self):
+        self._refresh()
+        return iter(self._c)
+
+    def __len__(self):
+        self._refresh()
+        return len(self._c)
 
 
 class DistributedSampler(Sampler):
