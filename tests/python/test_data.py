@@ -494,6 +494,27 @@ class TestDataLoader(unittest.TestCase):
         self.assertEqual(b.dtype, ember.float64)
         self.assertEqual(b.tolist(), [[0, 0], [0, 0], [1, 1], [1, 1]])
 
+    def test_batches_stay_objects_without_workers(self):
+        # as torch: nothing is pickled, the collated object comes back itself
+        lock, objs = threading.Lock(), [object(), object()]
+
+        class Objects(Dataset):
+            def __len__(self):
+                return 2
+
+            def __getitem__(self, i):
+                return {"lock": lock, "obj": objs[i], "t": ember.tensor([i])}
+
+        got = list(DataLoader(Objects(), batch_size=None))
+        self.assertIs(got[1]["obj"], objs[1])
+        self.assertIs(got[0]["lock"], lock)
+        self.assertEqual(got[1]["t"].tolist(), [1])
+        made = []
+        dl = DataLoader(Objects(), batch_size=2, collate_fn=lambda b: made.append(b) or made[-1])
+        self.assertIs(next(iter(dl)), made[0])
+        with self.assertRaises(TypeError):  # with workers a batch must be picklable
+            list(DataLoader(Objects(), batch_size=None, num_workers=1))
+
     def test_persistent_and_iterable(self):
         dl = DataLoader(Squares(6), batch_size=2, num_workers=2, persistent_workers=True)
         it = iter(dl)

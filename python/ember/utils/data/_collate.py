@@ -3,9 +3,11 @@ packing of a batch structure into flat tensors plus meta bytes for the
 shared-memory rings."""
 import collections.abc
 import io
+import itertools
 import pickle
 import re
 import sys
+import threading
 
 import ember
 from ember import _C
@@ -128,7 +130,27 @@ def _pack(batch):
     return tensors, buf.getvalue()
 
 
+# Without workers a batch never leaves the process: it is handed back as
+# the same object, as torch's (nothing pickled, so anything can be in it).
+# The meta then holds a key into this thread's table of batches between
+# collate and next(), which runs them back to back.
+_REF = b"\0ref"
+_in_process = threading.local()
+_keys = itertools.count()
+
+
+def _pack_in_process(batch):
+    if type(batch) is list and all(type(t) is ember.Tensor for t in batch):
+        return batch, None
+    table = _in_process.__dict__.setdefault("batches", {})
+    key = next(_keys)
+    table[key] = batch
+    return [], _REF + key.to_bytes(8, "little")
+
+
 def _unpack(tensors, meta):
     if meta is None:
         return list(tensors)
+    if meta[:len(_REF)] == _REF:
+        return _in_process.batches.pop(int.from_bytes(meta[len(_REF):], "little"))
     return _Unpickler(io.BytesIO(meta), tensors).load()

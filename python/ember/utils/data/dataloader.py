@@ -31,7 +31,8 @@ import sys
 from ember import _C
 from ember.utils.data.dataset import Dataset, IterableDataset
 from ember.utils.data.sampler import Sampler, SequentialSampler, RandomSampler, BatchSampler
-from ember.utils.data._collate import default_collate, default_convert, _pack, _unpack
+from ember.utils.data._collate import (default_collate, default_convert, _pack, _pack_in_process,
+                                      _unpack)
 
 __all__ = ["DataLoader", "get_worker_info", "WorkerInfo"]
 
@@ -323,7 +324,9 @@ class DataLoader:
                 user_fn = fn
                 fn = lambda items: user_fn(items[0])  # noqa: E731
             kw["collate_fn"] = fn
-            kw["pack"] = _pack
+            # without workers nor pinning, the batch stays one object
+            in_process = self.num_workers == 0 and not self.pin_memory
+            kw["pack"] = _pack_in_process if in_process else _pack
         if python_ds or self.worker_init_fn is not None:
             kw["worker_init_fn"] = _make_worker_init(self.dataset, self.worker_init_fn)
         self._loader = _C._Loader(c_ds, **kw)
