@@ -95,8 +95,9 @@
 #define STD 0.3530
 #define MAXW 8
 /* A worker's ring: prefetch_factor + 1 = 3 slots, each sized from the
- * first batch + 25% (header 4 KiB-rounded; 64 x (3136 + 8 + 8) bytes). */
-#define RING_MB (3 * 1.25 * (12288 + 64 * (3136 + 8 + 8)) / 1048576.0)
+ * first batch + 25% (a 4 KiB header; 64 x (3136 + 8 + 8) bytes of
+ * tensors and their 3 descriptors of 272 bytes). */
+#define RING_MB (3 * 1.25 * (4096 + 64 * (3136 + 8 + 8) + 3 * 272) / 1048576.0)
 /* What a forked worker itself may add: its stack, its private heap pages
  * (copy-on-write copies of the pages it writes), page tables, libc. */
 #define PROC_MB 3.0

@@ -28,7 +28,9 @@ em_status em__dl_builder_init_slot(em_dl_batch_builder *b, void *data, size_t ca
 
 void em__dl_builder_deinit(em_dl_batch_builder *b) {
   for (int i = 0; i < b->n; i++) em_tensor_release(b->t[i]);
-  b->n = 0;
+  free(b->t);
+  b->t = NULL;
+  b->n = b->cap = 0;
   free(b->meta);
   b->meta = NULL;
   b->meta_len = 0;
@@ -63,11 +65,18 @@ em_tensor *em_dl_batch_builder_alloc(em_dl_batch_builder *b, int ndim, const int
 
 em_status em_dl_batch_builder_add(em_dl_batch_builder *b, em_tensor *t) {
   if (!b || !t) return em__set_error(EM_ERR_INVALID, "batch builder add: NULL argument");
-  if (b->n >= EM_DL_MAX_FIELDS)
+  if (b->n >= EM_DL_MAX_TENSORS)
     return em__set_error(EM_ERR_INVALID, "batch builder add: a batch holds at most %d tensors",
-                         EM_DL_MAX_FIELDS);
+                         EM_DL_MAX_TENSORS);
   if (t->device.type != EM_CPU)
     return em__set_error(EM_ERR_DEVICE, "batch builder add: batch tensors must be on the CPU");
+  if (b->n == b->cap) {
+    int cap = b->cap ? 2 * b->cap : 8;
+    em_tensor **grown = realloc(b->t, (size_t)cap * sizeof *grown);
+    if (!grown) return em__set_error(EM_ERR_NOMEM, "batch builder add: out of memory");
+    b->t = grown;
+    b->cap = cap;
+  }
   b->t[b->n++] = em_tensor_retain(t);
   return EM_OK;
 }
@@ -113,8 +122,9 @@ em_status em__dl_builder_finish_heap(em_dl_batch_builder *b, em_dl_batch *out) {
     b->meta_len = 0;
   }
   out->n = b->n;
-  for (int i = 0; i < b->n; i++) out->t[i] = b->t[i];
-  b->n = 0;
+  out->t = b->t;
+  b->t = NULL;
+  b->n = b->cap = 0;
   out->worker = -1;
   return EM_OK;
 }
@@ -123,10 +133,13 @@ static size_t tensor_bytes(const em_tensor *t) {
   return (size_t)t->numel * em_dtype_size((em_dtype)t->dtype);
 }
 
+static size_t desc_bytes(int n) { return (size_t)n * sizeof(em__dl_tdesc); }
+
 size_t em__dl_builder_compact_bytes(const em_dl_batch_builder *b) {
   size_t total = 0;
   for (int i = 0; i < b->n; i++) total += em__dl_align(tensor_bytes(b->t[i]), EM_DL_ALIGN);
-  return total + em__dl_align(b->meta_len, EM_DL_ALIGN);
+  return total + em__dl_align(desc_bytes(b->n), EM_DL_ALIGN) +
+         em__dl_align(b->meta_len, EM_DL_ALIGN);
 }
 
 /* Copies t as a contiguous array to data + off and describes it. */
@@ -157,17 +170,20 @@ em_status em__dl_builder_write(em_dl_batch_builder *b, em__dl_slot_header *hdr, 
   size_t used = in_place ? b->used : 0;
   /* Room check first, so that a batch that does not fit leaves the slot
    * untouched. */
-  size_t need = used;
+  size_t end = used; /* where the tensors end */
   for (int i = 0; i < b->n; i++)
     if (!(in_place && b->t[i]->storage == b->slot))
-      need = em__dl_align(need, EM_DL_ALIGN) + tensor_bytes(b->t[i]);
-  need = em__dl_align(need, EM_DL_ALIGN) + b->meta_len;
+      end = em__dl_align(end, EM_DL_ALIGN) + tensor_bytes(b->t[i]);
+  size_t desc_off = em__dl_align(end, EM_DL_ALIGN);
+  size_t meta_off = em__dl_align(desc_off + desc_bytes(b->n), EM_DL_ALIGN);
+  size_t need = meta_off + b->meta_len;
   if (need > cap)
     return em__set_error(EM_ERR_NOMEM, "batch of %zu bytes does not fit a slot of %zu", need,
                          cap);
+  em__dl_tdesc *descs = (em__dl_tdesc *)(data + desc_off);
   for (int i = 0; i < b->n; i++) {
     em_tensor *t = b->t[i];
-    em__dl_tdesc *d = &hdr->t[i];
+    em__dl_tdesc *d = &descs[i];
     if (in_place && t->storage == b->slot) {
       d->dtype = t->dtype;
       d->ndim = t->ndim;
@@ -180,13 +196,12 @@ em_status em__dl_builder_write(em_dl_batch_builder *b, em__dl_slot_header *hdr, 
     EM_CHECK(copy_compact(data, used, t, d));
     used += tensor_bytes(t);
   }
-  used = em__dl_align(used, EM_DL_ALIGN);
-  hdr->meta_off = used;
+  hdr->desc_off = desc_off;
+  hdr->meta_off = meta_off;
   hdr->meta_len = b->meta_len;
-  if (b->meta_len) memcpy(data + used, b->meta, b->meta_len);
-  used += b->meta_len;
+  if (b->meta_len) memcpy(data + meta_off, b->meta, b->meta_len);
   hdr->n = b->n;
-  hdr->data_used = used;
+  hdr->data_used = need;
   hdr->magic = EM_DL_SLOT_MAGIC;
   return EM_OK;
 }
@@ -199,11 +214,14 @@ em_status em__dl_slot_validate(const em__dl_slot_header *h, size_t cap, const ch
     return em__set_error(EM_ERR_STATE, "%s: corrupt batch in shared memory (%s)", who, why_); \
   } while (0)
   if (h->magic != EM_DL_SLOT_MAGIC) BAD("bad magic");
-  if (h->n < 0 || h->n > EM_DL_MAX_FIELDS) BAD("%d tensors", h->n);
+  if (h->n < 0 || h->n > EM_DL_MAX_TENSORS) BAD("%d tensors", h->n);
   if (h->data_used > cap) BAD("%llu bytes used of %zu", (unsigned long long)h->data_used, cap);
   if (h->meta_off > cap || h->meta_len > cap - h->meta_off) BAD("meta out of bounds");
+  if (h->desc_off % EM_DL_ALIGN || h->desc_off > cap || desc_bytes(h->n) > cap - h->desc_off)
+    BAD("tensor descriptors out of bounds");
+  const em__dl_tdesc *descs = em__dl_slot_descs(h);
   for (int i = 0; i < h->n; i++) {
-    const em__dl_tdesc *d = &h->t[i];
+    const em__dl_tdesc *d = &descs[i];
     if (!em_dtype_is_valid(d->dtype)) BAD("tensor %d: dtype %d", i, d->dtype);
     if (d->ndim < 0 || d->ndim > EM_MAX_DIMS) BAD("tensor %d: ndim %d", i, d->ndim);
     if (d->offset < 0) BAD("tensor %d: offset %lld", i, (long long)d->offset);
@@ -234,6 +252,7 @@ em_status em__dl_slot_validate(const em__dl_slot_header *h, size_t cap, const ch
 void em_dl_batch_release(em_dl_batch *b) {
   if (!b) return;
   for (int i = 0; i < b->n; i++) em_tensor_release(b->t[i]);
+  free(b->t);
   if (b->holder) em_storage_release(b->holder);
   memset(b, 0, sizeof *b);
 }

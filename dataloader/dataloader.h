@@ -92,8 +92,10 @@
 extern "C" {
 #endif
 
-/* The most tensors in one sample or one batch. */
+/* The most tensors in one sample, and in one batch (a collate function
+ * may return, say, a list of every sample's tensors). */
 #define EM_DL_MAX_FIELDS 32
+#define EM_DL_MAX_TENSORS 65536
 
 /* ---- samples --------------------------------------------------------------
  * A sample is a flat tuple of tensors, e.g. (image [28, 28] uint8, label
@@ -295,7 +297,7 @@ EM_API em_status em_dl_sampler_collect(em_dl_sampler *s, int64_t max_n, int64_t 
  * valid until em_dl_batch_release. */
 typedef struct em_dl_batch {
   int n;
-  em_tensor *t[EM_DL_MAX_FIELDS];
+  em_tensor **t;   /* t[0..n): a heap array (NULL when n = 0) */
   const void *meta;
   size_t meta_len;
   int64_t index;   /* position of the batch in its pass */

@@ -61,7 +61,8 @@ typedef struct em__dl_tdesc {
 #define EM_DL_SLOT_MAGIC 0x656d2d646c736c74ULL /* "em-dlslt" */
 
 /* The head of every slot (and one-off segment); the data area follows at
- * EM_DL_SLOT_HDR. */
+ * EM_DL_SLOT_HDR. The n tensor descriptors are in the data area too, after
+ * the tensors, so a batch may hold any number (up to EM_DL_MAX_TENSORS). */
 typedef struct em__dl_slot_header {
   uint64_t magic;
   int64_t batch;
@@ -69,12 +70,17 @@ typedef struct em__dl_slot_header {
   int32_t n;
   int32_t pad;
   uint64_t data_used;
+  uint64_t desc_off;           /* em__dl_tdesc[n] in the data area */
   uint64_t meta_off, meta_len; /* meta bytes in the data area */
-  em__dl_tdesc t[EM_DL_MAX_FIELDS];
 } em__dl_slot_header;
 
 #define EM_DL_ALIGN 64
 #define EM_DL_SLOT_HDR (((sizeof(em__dl_slot_header) + 4095) / 4096) * 4096)
+
+/* The tensor descriptors of the batch in the slot at h. */
+static inline const em__dl_tdesc *em__dl_slot_descs(const em__dl_slot_header *h) {
+  return (const em__dl_tdesc *)((const char *)h + EM_DL_SLOT_HDR + h->desc_off);
+}
 
 static inline size_t em__dl_align(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -100,8 +106,8 @@ struct em_dl_batch_builder {
   em_storage *slot;    /* slot mode: storage over the slot's data area */
   size_t used;         /* bytes bump-allocated in the data area */
   bool overflowed;     /* an alloc did not fit: it went to the heap */
-  int n;
-  em_tensor *t[EM_DL_MAX_FIELDS];
+  int n, cap;
+  em_tensor **t;       /* t[0..n), grown as tensors are added */
   void *meta;
   size_t meta_len;
 };

@@ -1014,8 +1014,14 @@ static em_status hand_out(em_dl_iter *it, dl_task *t, em_dl_batch *out) {
     out->meta = base + EM_DL_SLOT_HDR + h->meta_off;
     out->meta_len = h->meta_len;
   }
+  out->t = h->n ? calloc((size_t)h->n, sizeof *out->t) : NULL;
+  if (h->n && !out->t) {
+    em_dl_batch_release(out);
+    return em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory");
+  }
+  const em__dl_tdesc *descs = em__dl_slot_descs(h);
   for (int i = 0; i < h->n; i++) {
-    const em__dl_tdesc *d = &h->t[i];
+    const em__dl_tdesc *d = &descs[i];
     out->t[i] = em__tensor_new(s, (em_dtype)d->dtype, d->ndim, d->shape, d->strides, d->offset);
     if (!out->t[i]) {
       em_dl_batch_release(out);

@@ -839,11 +839,11 @@ static em_status py_collate(void *ctx, int n, em_dl_sample *samples, em_dl_batch
     st = em_set_error(EM_ERR_INTERNAL, "collate: pack() must return a list of tensors");
     goto done;
   }
-  if (PyList_GET_SIZE(ts) > EM_DL_MAX_FIELDS) {
+  if (PyList_GET_SIZE(ts) > EM_DL_MAX_TENSORS) {
     st = em_set_error(EM_ERR_INVALID,
                       "collate: a batch holds at most %d tensors, this one has %zd (return fewer, "
                       "larger tensors from collate_fn)",
-                      EM_DL_MAX_FIELDS, PyList_GET_SIZE(ts));
+                      EM_DL_MAX_TENSORS, PyList_GET_SIZE(ts));
     goto done;
   }
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ts) && !st; i++) {

@@ -688,6 +688,67 @@ EM_TEST(user_collate_in_workers) {
   em_dl_dataset_release(d);
 }
 
+/* Collate: one tensor per sample and one per label (2n tensors), half in
+ * the slot (builder alloc), half copied in; ctx: one more heap tensor of
+ * this many elements after the first batch (whose size sizes the ring),
+ * so that those batches outgrow their slots (one-off segments). */
+static em_status many_collate(void *ctx, int n, em_dl_sample *s, em_dl_batch_builder *b) {
+  em_status st = EM_OK;
+  for (int i = 0; i < n && !st; i++) {
+    em_tensor *t = em_dl_batch_builder_alloc(b, EM_DIMS(1), EM_INT64);
+    if (!t) return em_last_status();
+    *(int64_t *)em_tensor_data(t) = (int64_t)em_test_get(s[i].t[1], 0);
+    st = em_dl_batch_builder_add(b, t);
+    em_tensor_release(t);
+    em_tensor *h = em_tensor_full(EM_DIMS(2), em_scalar_int(1000 + i), EM_INT32);
+    if (!st) st = em_dl_batch_builder_add(b, h);
+    em_tensor_release(h);
+  }
+  int64_t extra = *(const int64_t *)ctx;
+  if (!st && extra && em_test_get(s[0].t[1], 0) >= 100) {
+    em_tensor *big = em_tensor_zeros(EM_DIMS(extra), EM_UINT8);
+    st = em_dl_batch_builder_add(b, big);
+    em_tensor_release(big);
+  }
+  return st;
+}
+
+EM_TEST(batches_of_many_tensors) {
+  /* more tensors than a sample may have fields (EM_DL_MAX_FIELDS), in and
+   * out of process, in a slot and in a one-off segment */
+  em_dl_dataset *d = make_images(300);
+  for (int nw = 0; nw <= 2; nw++)
+    for (int big = 0; big < 2; big++) {
+      int64_t extra = big ? 4 << 20 : 0;
+      em_dl_loader_options o;
+      em_dl_loader_options_init(&o);
+      o.batch_size = 100;
+      o.num_workers = nw;
+      o.collate_fn = many_collate;
+      o.collate_ctx = &extra;
+      em_dl_loader *l = em_dl_loader_create(d, &o);
+      em_dl_iter *it = em_dl_loader_iter(l);
+      ASSERT_NOTNULL(it);
+      for (int k = 0; k < 3; k++) {
+        em_dl_batch b;
+        bool done;
+        ASSERT_OK(em_dl_iter_next(it, &b, &done));
+        ASSERT_TRUE(!done);
+        ASSERT_EQ(b.n, 200 + (big && k ? 1 : 0));
+        for (int i = 0; i < 100; i++) {
+          ASSERT_EQ(em_test_get(b.t[2 * i], 0), 100 * k + i);
+          ASSERT_SHAPE(b.t[2 * i + 1], 2);
+          ASSERT_EQ(em_test_get(b.t[2 * i + 1], 1), 1000 + i);
+        }
+        if (big && k) ASSERT_EQ(em_tensor_numel(b.t[200]), extra);
+        em_dl_batch_release(&b);
+      }
+      em_dl_iter_destroy(it);
+      em_dl_loader_destroy(l);
+    }
+  em_dl_dataset_release(d);
+}
+
 EM_TEST(custom_samplers_and_no_batching) {
   em_dl_dataset *d = make_images(20);
   /* a batch sampler over a reversed-order user list */

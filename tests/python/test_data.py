@@ -515,6 +515,18 @@ class TestDataLoader(unittest.TestCase):
         with self.assertRaises(TypeError):  # with workers a batch must be picklable
             list(DataLoader(Objects(), batch_size=None, num_workers=1))
 
+    def test_batches_of_many_tensors(self):
+        # a batch may hold many more tensors than a sample has fields
+        tds = TensorDataset(ember.arange(300).reshape(300, 1).float())
+        for nw in (0, 1, 2):
+            got = list(DataLoader(tds, batch_size=100, num_workers=nw, collate_fn=list))
+            self.assertEqual([len(b) for b in got], [100, 100, 100])
+            self.assertEqual(got[2][99][0].tolist(), [299.0])
+            wide = list(DataLoader(tds, batch_size=None, num_workers=nw,
+                                   collate_fn=lambda s: {str(k): s[0] + k for k in range(40)}))
+            self.assertEqual((len(wide), len(wide[5])), (300, 40))
+            self.assertEqual(wide[5]["39"].tolist(), [44.0])
+
     def test_persistent_and_iterable(self):
         dl = DataLoader(Squares(6), batch_size=2, num_workers=2, persistent_workers=True)
         it = iter(dl)
