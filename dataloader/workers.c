@@ -224,8 +224,9 @@ static void wk_error(wk *w, uint32_t type, int64_t batch, int32_t slot, int64_t 
 
 static _Noreturn void wk_fatal(wk *w, const char *what) {
   em_status st = em_last_status();
-  wk_error(w, EM_DL_MSG_FATAL, -1, -1, -1, st, "%s: %s: %s", what, em_status_name(st),
-           em_last_error());
+  /* the status travels beside the text (a Python exception's class maps
+   * to a status whose name would only mislead here) */
+  wk_error(w, EM_DL_MSG_FATAL, -1, -1, -1, st, "%s: %s", what, em_last_error());
   wk_exit(1);
 }
 

@@ -569,6 +569,7 @@ class TestDataLoader(unittest.TestCase):
         for kw, text in [
             (dict(num_workers=-1), "num_workers option should be non-negative"),
             (dict(timeout=-1), "timeout option should be non-negative"),
+            (dict(timeout=1), "timeout option needs num_workers > 0"),
             (dict(persistent_workers=True), "persistent_workers option needs num_workers > 0"),
             (dict(prefetch_factor=4), "prefetch_factor option could only be specified"),
             (dict(sampler=SequentialSampler(ds), shuffle=True), "mutually exclusive with shuffle"),

@@ -210,6 +210,9 @@ class DataLoader:
                              "disable multiprocessing.")
         if timeout < 0:
             raise ValueError("timeout option should be non-negative")
+        if timeout > 0 and num_workers == 0:
+            # torch fails the same at iter() (an assert): nothing to wait for
+            raise ValueError("timeout option needs num_workers > 0 (got timeout={})".format(timeout))
         if num_workers == 0 and prefetch_factor != 2:
             raise ValueError("prefetch_factor option could only be specified in multiprocessing."
                              "let num_workers > 0 to enable multiprocessing.")
