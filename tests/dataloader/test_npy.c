@@ -59,6 +59,15 @@ static void write_raw(const char *name, const void *b, size_t n) {
   fclose(f);
 }
 
+/* Loading name fails with status st and an error holding substr and
+ * naming the file. */
+#define EXPECT_BAD(name, st, substr)                                         \
+  do {                                                                       \
+    const char *p_ = path_of(name);                                          \
+    ASSERT_PNULL_ERR(em_dl_npy_load(p_), st, substr);                        \
+    ASSERT_TRUE(strstr(em_last_error(), p_) != NULL);                        \
+  } while (0)
+
 EM_TEST(version_1_float32) {
   const float v[6] = {0, 1.5f, -2, 3, 4.25f, 5};
   write_npy("f4", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", v, sizeof v);
@@ -178,13 +187,6 @@ EM_TEST(header_spellings) {
 
 EM_TEST(malformed_files) {
   const float v[6] = {0};
-  const char *p;
-#define EXPECT_BAD(name, st, substr)                                         \
-  do {                                                                       \
-    p = path_of(name);                                                       \
-    ASSERT_PNULL_ERR(em_dl_npy_load(p), st, substr);                         \
-    ASSERT_TRUE(strstr(em_last_error(), p) != NULL);                         \
-  } while (0)
   write_raw("magic", "\x93NUMPX\x01\x00\x10\x00", 10);
   EXPECT_BAD("magic", EM_ERR_IO, "bad magic");
   write_raw("short_magic", "\x93NUM", 4);
@@ -264,7 +266,6 @@ EM_TEST(malformed_files) {
   write_raw("nul", "\x93NUMPY\x01\x00\x04\x00{\0}\n", 14);
   EXPECT_BAD("nul", EM_ERR_IO, "NUL byte");
   ASSERT_PNULL_ERR(em_dl_npy_load(path_of("nope")), EM_ERR_IO, "cannot open");
-#undef EXPECT_BAD
 }
 
 EM_TEST(save_round_trip) {
@@ -327,13 +328,6 @@ EM_TEST(bool_bytes_empty_shapes_and_fifos) {
   em_tensor *e = em_dl_npy_load(path_of("empty_big"));
   ASSERT_SHAPE(e, 3, 0, (int64_t)1 << 40);
   em_tensor_release(e);
-  const char *p;
-#define EXPECT_BAD(name, st, substr)                                         \
-  do {                                                                       \
-    p = path_of(name);                                                       \
-    ASSERT_PNULL_ERR(em_dl_npy_load(p), st, substr);                         \
-    ASSERT_TRUE(strstr(em_last_error(), p) != NULL);                         \
-  } while (0)
   write_npy("empty_overflow", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': "
             "(0, 4611686018427387903, 4611686018427387903), }", NULL, 0);
   EXPECT_BAD("empty_overflow", EM_ERR_IO, "non-zero sizes multiply to more than 2^63 elements");
@@ -345,7 +339,6 @@ EM_TEST(bool_bytes_empty_shapes_and_fifos) {
   alarm(20);
   EXPECT_BAD("fifo", EM_ERR_IO, "is not a regular file");
   alarm(0);
-#undef EXPECT_BAD
   /* a path as long as PATH_MAX still leaves room for the reason */
   char long_path[4600];
   memset(long_path, 'a', sizeof long_path - 1);
