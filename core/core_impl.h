@@ -359,13 +359,15 @@ int em__open_regular(const char *op, const char *path, int64_t *size);
 /* Files written atomically (core/files.c): the bytes go to a
  * temporary file beside path; commit fsyncs it, renames it over path and
  * fsyncs the directory, so a reader sees the old file or the whole new
- * one, never a part, whatever happens meanwhile. Every error names op and
- * the file. After open fails, or after commit or abort, nothing is left
- * on disk but (on a successful commit) path. */
+ * one, never a part, whatever happens meanwhile. As an in-place write
+ * would, a symlink is followed (its target is replaced) and a file that
+ * exists keeps its permissions. Every error names op and the file. After
+ * open fails, or after commit or abort, nothing is left on disk but (on
+ * a successful commit) path. */
 typedef struct em__afile {
   int fd;
-  char *tmp;
-  const char *path, *op;
+  char *tmp, *target; /* target: path, its symlinks resolved */
+  const char *op;
 } em__afile;
 em_status em__afile_open(em__afile *f, const char *op, const char *path);
 em_status em__afile_write(em__afile *f, const void *buf, size_t n);

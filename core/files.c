@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,22 +42,34 @@ em_status em__afile_open(em__afile *f, const char *op, const char *path) {
   static _Atomic unsigned counter;
   f->fd = -1;
   f->tmp = NULL;
-  f->path = path;
   f->op = op;
+  struct stat lst, st;
+  /* a symlink that resolves: write its target (realpath fails on a
+   * dangling one, which the rename then replaces) */
+  f->target = lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode) ? realpath(path, NULL) : NULL;
+  if (!f->target) f->target = strdup(path);
+  if (!f->target) return em__set_error(EM_ERR_NOMEM, "%s: out of memory", op);
+  bool exists = stat(f->target, &st) == 0 && S_ISREG(st.st_mode);
   for (int attempt = 0; attempt < 100; attempt++) {
     free(f->tmp);
-    if (asprintf(&f->tmp, "%s.tmp.%d.%u", path, (int)getpid(), atomic_fetch_add(&counter, 1)) < 0) {
+    if (asprintf(&f->tmp, "%s.tmp.%d.%u", f->target, (int)getpid(),
+                 atomic_fetch_add(&counter, 1)) < 0) {
       f->tmp = NULL;
+      em__afile_abort(f);
       return em__set_error(EM_ERR_NOMEM, "%s: out of memory", op);
     }
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (f->fd >= 0) return EM_OK;
+    if (f->fd >= 0) {
+      if (exists) fchmod(f->fd, st.st_mode & 07777); /* best effort, as cp does */
+      return EM_OK;
+    }
     if (errno != EEXIST) break;
   }
-  em_status st = em__set_error(EM_ERR_IO, "%s: cannot create %s: %s", op, f->tmp, strerror(errno));
+  em_status s = em__set_error(EM_ERR_IO, "%s: cannot create %s: %s", op, f->tmp, strerror(errno));
   free(f->tmp);
   f->tmp = NULL;
-  return st;
+  em__afile_abort(f);
+  return s;
 }
 
 em_status em__afile_write(em__afile *f, const void *buf, size_t n) {
@@ -75,8 +88,9 @@ void em__afile_abort(em__afile *f) {
   if (f->fd >= 0) close(f->fd);
   if (f->tmp) unlink(f->tmp);
   free(f->tmp);
+  free(f->target);
   f->fd = -1;
-  f->tmp = NULL;
+  f->tmp = f->target = NULL;
 }
 
 em_status em__afile_commit(em__afile *f) {
@@ -87,8 +101,8 @@ em_status em__afile_commit(em__afile *f) {
   f->fd = -1;
   if (close(fd) != 0 && !st)
     st = em__set_error(EM_ERR_IO, "%s: closing %s: %s", f->op, f->tmp, strerror(errno));
-  if (!st && rename(f->tmp, f->path) != 0)
-    st = em__set_error(EM_ERR_IO, "%s: renaming %s to %s: %s", f->op, f->tmp, f->path,
+  if (!st && rename(f->tmp, f->target) != 0)
+    st = em__set_error(EM_ERR_IO, "%s: renaming %s to %s: %s", f->op, f->tmp, f->target,
                        strerror(errno));
   if (st) {
     em__afile_abort(f);
@@ -96,7 +110,8 @@ em_status em__afile_commit(em__afile *f) {
   }
   free(f->tmp);
   f->tmp = NULL;
-  char *copy = strdup(f->path); /* make the rename durable */
+  char *copy = f->target; /* make the rename durable */
+  f->target = NULL;
   int dfd = copy ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
   if (dfd >= 0) {
     fsync(dfd);

@@ -1,9 +1,9 @@
 /* Collation: the batch builder (heap or shared-memory slot), the layout of
  * a batch in a slot, default_collate / default_convert.
  *
- * Slot layout: a header (em__dl_slot_header: per tensor dtype, shape,
- * strides and element offset) in the first EM_DL_SLOT_HDR bytes, then the
- * data area. In a worker the builder bump-allocates batch tensors inside the
+ * Slot layout: a header (em__dl_slot_header) in the first EM_DL_SLOT_HDR
+ * bytes, then the data area: the tensors, their descriptors (dtype, shape,
+ * strides and element offset of each) and the meta bytes. In a worker the builder bump-allocates batch tensors inside the
  * data area (64-byte aligned), so default_collate copies every sample
  * straight to its final place and the main process only wraps the same
  * bytes: one write per batch. Tensors a collate function made elsewhere
@@ -206,22 +206,33 @@ em_status em__dl_builder_write(em_dl_batch_builder *b, em__dl_slot_header *hdr, 
   return EM_OK;
 }
 
-em_status em__dl_slot_validate(const em__dl_slot_header *h, size_t cap, const char *who) {
+em_status em__dl_slot_read(const void *slot, size_t cap, const char *who, em__dl_slot_header *h,
+                           em__dl_tdesc **descs) {
 #define BAD(...)                                                                         \
   do {                                                                                   \
     char why_[256];                                                                      \
     snprintf(why_, sizeof why_, __VA_ARGS__);                                            \
+    free(d_);                                                                            \
     return em__set_error(EM_ERR_STATE, "%s: corrupt batch in shared memory (%s)", who, why_); \
   } while (0)
+  /* Everything is checked and used from copies: a worker still writing
+   * the slot cannot change what was checked. */
+  em__dl_tdesc *d_ = NULL;
+  *descs = NULL;
+  memcpy(h, slot, sizeof *h);
   if (h->magic != EM_DL_SLOT_MAGIC) BAD("bad magic");
   if (h->n < 0 || h->n > EM_DL_MAX_TENSORS) BAD("%d tensors", h->n);
   if (h->data_used > cap) BAD("%llu bytes used of %zu", (unsigned long long)h->data_used, cap);
   if (h->meta_off > cap || h->meta_len > cap - h->meta_off) BAD("meta out of bounds");
   if (h->desc_off % EM_DL_ALIGN || h->desc_off > cap || desc_bytes(h->n) > cap - h->desc_off)
     BAD("tensor descriptors out of bounds");
-  const em__dl_tdesc *descs = em__dl_slot_descs(h);
+  if (h->n) {
+    d_ = malloc(desc_bytes(h->n));
+    if (!d_) return em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory");
+    memcpy(d_, (const char *)slot + EM_DL_SLOT_HDR + h->desc_off, desc_bytes(h->n));
+  }
   for (int i = 0; i < h->n; i++) {
-    const em__dl_tdesc *d = &descs[i];
+    const em__dl_tdesc *d = &d_[i];
     if (!em_dtype_is_valid(d->dtype)) BAD("tensor %d: dtype %d", i, d->dtype);
     if (d->ndim < 0 || d->ndim > EM_MAX_DIMS) BAD("tensor %d: ndim %d", i, d->ndim);
     if (d->offset < 0) BAD("tensor %d: offset %lld", i, (long long)d->offset);
@@ -241,8 +252,11 @@ em_status em__dl_slot_validate(const em__dl_slot_header *h, size_t cap, const ch
       }
       size_t es = em_dtype_size((em_dtype)d->dtype);
       if ((uint64_t)last >= cap / es) BAD("tensor %d: reaches past the slot", i);
+    } else if (em__check_shape("DataLoader", d->ndim, d->shape, NULL)) {
+      BAD("tensor %d: shape overflows", i);
     }
   }
+  *descs = d_;
   return EM_OK;
 #undef BAD
 }

@@ -77,11 +77,6 @@ typedef struct em__dl_slot_header {
 #define EM_DL_ALIGN 64
 #define EM_DL_SLOT_HDR (((sizeof(em__dl_slot_header) + 4095) / 4096) * 4096)
 
-/* The tensor descriptors of the batch in the slot at h. */
-static inline const em__dl_tdesc *em__dl_slot_descs(const em__dl_slot_header *h) {
-  return (const em__dl_tdesc *)((const char *)h + EM_DL_SLOT_HDR + h->desc_off);
-}
-
 static inline size_t em__dl_align(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 /* Reverses the byte order of n elements of es bytes (2, 4 or 8) in place:
@@ -129,9 +124,13 @@ size_t em__dl_builder_compact_bytes(const em_dl_batch_builder *b);
  * does not fit (the caller then uses a one-off segment). */
 em_status em__dl_builder_write(em_dl_batch_builder *b, em__dl_slot_header *hdr, size_t cap,
                                bool in_place);
-/* Checks a slot header read in the main process against a data area of
- * cap bytes; message names who. */
-em_status em__dl_slot_validate(const em__dl_slot_header *h, size_t cap, const char *who);
+/* Reads the batch in the slot (or segment) at slot, whose data area holds
+ * cap bytes, in the main process: copies its header to *h and its tensor
+ * descriptors to *descs (malloc'd, NULL when none; free() them) and
+ * checks the copies, so that a worker writing the slot meanwhile cannot
+ * make the caller reach outside it. Errors name who. */
+em_status em__dl_slot_read(const void *slot, size_t cap, const char *who, em__dl_slot_header *h,
+                           em__dl_tdesc **descs);
 
 /* ---- workers (workers.c) ----------------------------------------------------------- */
 

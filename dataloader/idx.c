@@ -8,6 +8,7 @@
  * the file before allocating: exactly for a plain file, against the largest
  * expansion deflate allows (1032:1) for a gzip file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,7 @@ em_tensor *em_dl_idx_load(const char *path) {
   size_t r2 = fread(m2, 1, 2, s.f);
   bool gz = r2 == 2 && m2[0] == 0x1f && m2[1] == 0x8b;
   if (gz) {
-    int fd = dup(fileno(s.f));
+    int fd = fcntl(fileno(s.f), F_DUPFD_CLOEXEC, 0);
     fclose(s.f);
     s.f = NULL;
     if (fd < 0 || lseek(fd, 0, SEEK_SET) != 0 || !(s.gz = gzdopen(fd, "rb"))) {
@@ -154,21 +155,16 @@ em_tensor *em_dl_idx_load(const char *path) {
     goto fail;
   }
   int64_t shape[EM_MAX_DIMS];
-  /* span: the product of the non-zero sizes, which must fit even when a
-   * zero size makes the tensor empty (the strides are built from it) */
-  uint64_t span = 1;
-  bool overflow = false, empty = false;
   for (int i = 0; i < ndim; i++) {
     const unsigned char *d = dims + 4 * i;
     shape[i] = (int64_t)((uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3]);
-    if (shape[i] == 0) empty = true;
-    else if (__builtin_mul_overflow(span, (uint64_t)shape[i], &span)) overflow = true;
   }
-  uint64_t numel = empty ? 0 : span;
+  int64_t numel = 0;
   size_t es = em_dtype_size(dt);
   uint64_t nbytes = 0;
-  if (overflow || span > INT64_MAX || __builtin_mul_overflow(numel, (uint64_t)es, &nbytes) ||
-      nbytes > INT64_MAX) {
+  /* em__check_shape: the (non-zero) sizes must multiply to at most 2^63 */
+  if (em__check_shape("idx", ndim, shape, &numel) ||
+      __builtin_mul_overflow((uint64_t)numel, (uint64_t)es, &nbytes) || nbytes > INT64_MAX) {
     em__set_error(EM_ERR_IO, "idx: %s: the header claims a size (%s of %s) too large to exist",
                   path, em__shape_str(ndim, shape, (char[EM_SHAPE_STR_MAX]){0}, EM_SHAPE_STR_MAX),
                   tname);

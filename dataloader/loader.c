@@ -382,10 +382,10 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
   return p;
 fail:;
   em_status st = em_last_status();
-  char msg[1024];
-  snprintf(msg, sizeof msg, "%s", em_last_error());
+  char *msg = strdup(em_last_error()); /* pool_shutdown may set errors of its own */
   pool_shutdown(p);
-  em__set_error(st, "%s", msg);
+  em__set_error(st, "%s", msg ? msg : "DataLoader: cannot start the workers (out of memory)");
+  free(msg);
   return NULL;
 }
 
@@ -981,14 +981,16 @@ static em_status hand_out(em_dl_iter *it, dl_task *t, em_dl_batch *out) {
   dl_ring *r = t->seg ? t->seg : w->ring;
   char *base = t->seg ? t->seg->base : w->ring->base + (size_t)t->slot * w->ring->slot_bytes;
   size_t cap = (t->seg ? t->seg->map_len : w->ring->slot_bytes) - EM_DL_SLOT_HDR;
-  const em__dl_slot_header *h = (const em__dl_slot_header *)base;
-  em_status st = em__dl_slot_validate(h, cap, w->name);
+  em__dl_slot_header hc, *h = &hc;
+  em__dl_tdesc *descs = NULL;
+  em_status st = em__dl_slot_read(base, cap, w->name, h, &descs);
   if (!st && (h->batch != t->batch || h->epoch != it->pool->epoch))
     st = em__set_error(EM_ERR_STATE, "%s: slot holds batch %lld, expected %lld", w->name,
                        (long long)h->batch, (long long)t->batch);
   slot_ref *ref = st ? NULL : malloc(sizeof *ref);
   if (!st && !ref) st = em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory");
   if (st) {
+    free(descs);
     free(ref);
     slot_set(w->ring, t->slot, SLOT_FREE);
     if (t->seg) ring_unref(t->seg);
@@ -1003,6 +1005,7 @@ static em_status hand_out(em_dl_iter *it, dl_task *t, em_dl_batch *out) {
   t->seg = NULL;
   em_storage *s = em_storage_from_blob(base + EM_DL_SLOT_HDR, cap, EM_DEVICE_CPU, slot_deleter, ref);
   if (!s) {
+    free(descs);
     slot_deleter(NULL, ref);
     return em_last_status();
   }
@@ -1015,21 +1018,16 @@ static em_status hand_out(em_dl_iter *it, dl_task *t, em_dl_batch *out) {
     out->meta_len = h->meta_len;
   }
   out->t = h->n ? calloc((size_t)h->n, sizeof *out->t) : NULL;
-  if (h->n && !out->t) {
-    em_dl_batch_release(out);
-    return em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory");
-  }
-  const em__dl_tdesc *descs = em__dl_slot_descs(h);
-  for (int i = 0; i < h->n; i++) {
+  if (h->n && !out->t) st = em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory");
+  for (int i = 0; i < h->n && !st; i++) {
     const em__dl_tdesc *d = &descs[i];
     out->t[i] = em__tensor_new(s, (em_dtype)d->dtype, d->ndim, d->shape, d->strides, d->offset);
-    if (!out->t[i]) {
-      em_dl_batch_release(out);
-      return em_last_status();
-    }
-    out->n = i + 1;
+    if (!out->t[i]) st = em_last_status();
+    else out->n = i + 1;
   }
-  return EM_OK;
+  free(descs);
+  if (st) em_dl_batch_release(out);
+  return st;
 }
 
 static void task_clear(dl_task *t) {

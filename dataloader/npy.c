@@ -68,7 +68,7 @@ static bool parse_word(parser *ps, const char *w) {
 }
 
 /* A Python tuple of integers: "(3, 4)", "(5,)", "()"; not "(5)", which
- * is an int, nor "(05,)", which Python refuses. An 'L' after a number
+ * is an int, nor "(05,)", which Python refuses ("(00,)" it reads as 0). An 'L' after a number
  * (Python 2's long, in files it wrote) is skipped, as NumPy does. */
 static bool parse_shape(parser *ps, int *ndim, int64_t *shape, bool *too_many, bool *too_big) {
   *ndim = 0;
@@ -77,7 +77,9 @@ static bool parse_shape(parser *ps, int *ndim, int64_t *shape, bool *too_many, b
     if (eat(ps, ')')) return true;
     skip_ws(ps);
     if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9') return false;
-    if (*ps->p == '0' && ps->p + 1 < ps->end && ps->p[1] >= '0' && ps->p[1] <= '9') return false;
+    if (*ps->p == '0') /* "00" is 0 in Python, "01" a syntax error */
+      for (const char *q = ps->p; q < ps->end && *q >= '0' && *q <= '9'; q++)
+        if (*q != '0') return false;
     int64_t v = 0;
     while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
       int d = *ps->p - '0';
@@ -264,27 +266,20 @@ em_tensor *em_dl_npy_load(const char *path) {
   em_dtype dt = EM_UINT8;
   bool swap = false;
   if (parse_descr(path, h.descr, &dt, &swap)) goto fail;
-  /* span: the product of the non-zero sizes, which must fit even when a
-   * zero size makes the array empty (the strides are built from it) */
-  uint64_t span = 1, numel, nbytes;
-  bool empty = false;
-  for (int i = 0; i < h.ndim; i++) {
-    if (h.shape[i] == 0) empty = true;
-    else if (__builtin_mul_overflow(span, (uint64_t)h.shape[i], &span)) span = UINT64_MAX;
-  }
-  numel = empty ? 0 : span;
-  size_t es = em_dtype_size(dt);
   char sbuf[EM_SHAPE_STR_MAX];
   em__shape_str(h.ndim, h.shape, sbuf, sizeof sbuf);
-  int64_t data_bytes = fsize - hstart - (int64_t)hlen;
-  if (empty && span > INT64_MAX) {
-    em__set_error(EM_ERR_IO, "npy: %s: the header claims shape %s of %s, whose non-zero sizes "
-                  "multiply to more than 2^63 elements", path, sbuf, h.descr);
+  int64_t numel;
+  if (em__check_shape("npy", h.ndim, h.shape, &numel)) { /* its (non-zero) sizes overflow */
+    em__set_error(EM_ERR_IO, "npy: %s: the header claims shape %s of %s, whose sizes multiply to "
+                  "more than 2^63 elements", path, sbuf, h.descr);
     goto fail;
   }
-  if (__builtin_mul_overflow(numel, (uint64_t)es, &nbytes) || nbytes > INT64_MAX ||
-      (int64_t)nbytes > data_bytes) {
-    if (numel == UINT64_MAX || nbytes > INT64_MAX)
+  size_t es = em_dtype_size(dt);
+  uint64_t nbytes;
+  int64_t data_bytes = fsize - hstart - (int64_t)hlen;
+  bool too_big = __builtin_mul_overflow((uint64_t)numel, (uint64_t)es, &nbytes) || nbytes > INT64_MAX;
+  if (too_big || (int64_t)nbytes > data_bytes) {
+    if (too_big)
       em__set_error(EM_ERR_IO, "npy: %s: the header claims shape %s of %s, more than 2^63 bytes "
                     "(the file holds %lld bytes of data)", path, sbuf, h.descr,
                     (long long)data_bytes);

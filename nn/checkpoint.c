@@ -143,16 +143,12 @@ static em_status open_header(const char *path, int *fd_out, json_t **hdr_out, ui
                              uint64_t *data_len) {
   *fd_out = -1;
   *hdr_out = NULL;
-  int fd = em__open_regular("load", path, NULL);
+  int64_t file_size;
+  int fd = em__open_regular("load", path, &file_size);
   if (fd < 0) return em_last_status();
-  struct stat sb;
   em_status st = EM_OK;
   char *text = NULL;
-  if (fstat(fd, &sb) != 0) {
-    st = em__set_error(EM_ERR_IO, "load: stat %s: %s", path, strerror(errno));
-    goto fail;
-  }
-  uint64_t size = (uint64_t)sb.st_size, hlen;
+  uint64_t size = (uint64_t)file_size, hlen;
   if (size < 8) {
     st = em__set_error(EM_ERR_IO, "load: %s is truncated (%llu bytes, no header length)", path,
                        (unsigned long long)size);

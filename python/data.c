@@ -100,12 +100,13 @@ static em_status py_error(void) {
     em_set_error(st, "Caught %s in DataLoader worker process %d.\nOriginal %s", tname, wi->id, s);
   } else {
     const char *nl = strchr(s, '\n');
-    int head = nl ? (int)(nl - s) + 1 : 0;
-    const char *tail = s + len - (budget - (size_t)head - 8);
+    size_t head = nl ? (size_t)(nl - s) + 1 : 0;
+    if (head > budget / 2) head = budget / 2; /* a long first line (no traceback) */
+    const char *tail = s + len - (budget - head - 8);
     const char *tnl = strchr(tail, '\n');
     if (tnl && tnl[1]) tail = tnl + 1;
     em_set_error(st, "Caught %s in DataLoader worker process %d.\nOriginal %.*s  ...\n%s", tname,
-                 wi->id, head, s, tail);
+                 wi->id, (int)head, s, tail);
   }
   Py_XDECREF(bytes);
   Py_XDECREF(text);

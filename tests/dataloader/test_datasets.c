@@ -5,6 +5,7 @@
 
 #include "core/ops.h"
 #include "dataloader/dataloader.h"
+#include "dataloader/dataloader_impl.h"
 #include "tests/dataloader/dl_util.h"
 
 /* x[i] = [10 i, 10 i + 1, 10 i + 2] (float32), y[i] = i (int64). */
@@ -312,6 +313,61 @@ EM_TEST(user_dataset) {
   ASSERT_PNULL_ERR(em_dl_dataset_create(&both, NULL), EM_ERR_INVALID, "set either get");
   em_dl_dataset_ops nolen = {.get = sq_get};
   ASSERT_PNULL_ERR(em_dl_dataset_create(&nolen, NULL), EM_ERR_INVALID, "needs len");
+}
+
+/* The main process reads a slot only through checked copies: every field
+ * a worker could corrupt is refused with a clear error. */
+EM_TEST(slot_read_refuses_corrupt_slots) {
+  const size_t cap = 1 << 16;
+  char *slot = aligned_alloc(4096, EM_DL_SLOT_HDR + cap);
+  em__dl_slot_header *h = (em__dl_slot_header *)slot;
+  em_dl_batch_builder b;
+  ASSERT_OK(em__dl_builder_init_slot(&b, slot + EM_DL_SLOT_HDR, cap));
+  em_tensor *t = em_dl_batch_builder_alloc(&b, EM_DIMS(4), EM_FLOAT32);
+  for (int i = 0; i < 4; i++) ((float *)em_tensor_data(t))[i] = (float)i;
+  ASSERT_OK(em_dl_batch_builder_add(&b, t));
+  em_tensor_release(t);
+  em_tensor *heap = em_tensor_full(EM_DIMS(2, 3), em_scalar_int(7), EM_INT64); /* copied in */
+  ASSERT_OK(em_dl_batch_builder_add(&b, heap));
+  em_tensor_release(heap);
+  ASSERT_OK(em__dl_builder_write(&b, h, cap, true));
+  em__dl_builder_deinit(&b);
+  em__dl_slot_header good = *h, hc;
+  em__dl_tdesc *d = NULL;
+  ASSERT_OK(em__dl_slot_read(slot, cap, "w", &hc, &d));
+  ASSERT_EQ(hc.n, 2);
+  ASSERT_EQ(d[0].dtype, EM_FLOAT32);
+  ASSERT_EQ(d[1].ndim, 2);
+  ASSERT_EQ(d[1].shape[1], 3);
+  em__dl_tdesc good0 = d[0];
+  free(d);
+  em__dl_tdesc *d0 = (em__dl_tdesc *)(slot + EM_DL_SLOT_HDR + good.desc_off);
+#define EXPECT_CORRUPT(what, change)                                            \
+  do {                                                                          \
+    *h = good;                                                                  \
+    *d0 = good0;                                                                \
+    change;                                                                     \
+    d = (em__dl_tdesc *)1;                                                      \
+    ASSERT_ERR(em__dl_slot_read(slot, cap, "worker 3", &hc, &d), EM_ERR_STATE,  \
+               "worker 3: corrupt batch in shared memory (" what);              \
+    ASSERT_TRUE(d == NULL);                                                     \
+  } while (0)
+  EXPECT_CORRUPT("bad magic", h->magic ^= 1);
+  EXPECT_CORRUPT("65537 tensors", h->n = EM_DL_MAX_TENSORS + 1);
+  EXPECT_CORRUPT("-1 tensors", h->n = -1);
+  EXPECT_CORRUPT("meta out of bounds", h->meta_off = cap - 2; h->meta_len = 3);
+  EXPECT_CORRUPT("tensor descriptors out of bounds", h->desc_off += 8);
+  EXPECT_CORRUPT("tensor descriptors out of bounds", h->desc_off = cap + 64);
+  EXPECT_CORRUPT("tensor descriptors out of bounds", h->n = (int)(cap / sizeof(em__dl_tdesc)) + 1);
+  EXPECT_CORRUPT("tensor 0: dtype 99", d0->dtype = 99);
+  EXPECT_CORRUPT("tensor 0: ndim 17", d0->ndim = 17);
+  EXPECT_CORRUPT("tensor 0: reaches past the slot", d0->offset = cap / 4);
+  EXPECT_CORRUPT("tensor 0: negative size or stride", d0->strides[0] = -1);
+  EXPECT_CORRUPT("tensor 0: geometry overflows", d0->shape[0] = INT64_MAX; d0->strides[0] = 2);
+  EXPECT_CORRUPT("tensor 0: shape overflows", d0->ndim = 3; d0->shape[0] = 0;
+                 d0->shape[1] = INT64_MAX; d0->shape[2] = 2);
+#undef EXPECT_CORRUPT
+  free(slot);
 }
 
 EM_TEST_MAIN()

@@ -244,6 +244,10 @@ EM_TEST(malformed_files) {
   EXPECT_BAD("int_shape", EM_ERR_IO, "bad header");
   write_npy("zero_lead", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (01,), }", v, 4);
   EXPECT_BAD("zero_lead", EM_ERR_IO, "bad header");
+  write_npy("zeros", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (00, 2), }", v, 0);
+  em_tensor *zeros = em_dl_npy_load(path_of("zeros"));
+  ASSERT_SHAPE(zeros, 0, 2);
+  em_tensor_release(zeros);
   write_npy("long_py2", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (1L,), }", &one, 4);
   em_tensor *py2 = em_dl_npy_load(path_of("long_py2"));
   ASSERT_SHAPE(py2, 1);
@@ -259,7 +263,10 @@ EM_TEST(malformed_files) {
   EXPECT_BAD("huge", EM_ERR_IO, "truncated data: shape [1000000, 1000000] of <f8 needs 8000000000000 bytes but the file holds 8");
   write_npy("overflow", 1, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': "
             "(4294967296, 4294967296, 4294967296), }", v, 8);
-  EXPECT_BAD("overflow", EM_ERR_IO, "more than 2^63 bytes");
+  EXPECT_BAD("overflow", EM_ERR_IO, "whose sizes multiply to more than 2^63 elements");
+  write_npy("overflow_bytes", 1, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': "
+            "(4611686018427387904,), }", v, 8);
+  EXPECT_BAD("overflow_bytes", EM_ERR_IO, "more than 2^63 bytes");
   write_npy("bignum", 1, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': "
             "(99999999999999999999999,), }", v, 8);
   EXPECT_BAD("bignum", EM_ERR_IO, "a size in the shape is too large");
@@ -330,10 +337,10 @@ EM_TEST(bool_bytes_empty_shapes_and_fifos) {
   em_tensor_release(e);
   write_npy("empty_overflow", 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': "
             "(0, 4611686018427387903, 4611686018427387903), }", NULL, 0);
-  EXPECT_BAD("empty_overflow", EM_ERR_IO, "non-zero sizes multiply to more than 2^63 elements");
+  EXPECT_BAD("empty_overflow", EM_ERR_IO, "whose sizes multiply to more than 2^63 elements");
   write_npy("empty_overflow_f", 1, 0, "{'descr': '<f4', 'fortran_order': True, 'shape': "
             "(4611686018427387903, 4611686018427387903, 0), }", NULL, 0);
-  EXPECT_BAD("empty_overflow_f", EM_ERR_IO, "non-zero sizes multiply to more than 2^63 elements");
+  EXPECT_BAD("empty_overflow_f", EM_ERR_IO, "whose sizes multiply to more than 2^63 elements");
   /* a FIFO without a writer is refused at once, not waited on */
   ASSERT_EQ(mkfifo(path_of("fifo"), 0600), 0);
   alarm(20);
@@ -386,6 +393,20 @@ EM_TEST(save_is_atomic) {
   back = em_dl_npy_load(path_of("at.npy"));
   ASSERT_SHAPE(back, 2, 2);
   ASSERT_TENSOR_CLOSE(back, ((double[]){2.5, 2.5, 2.5, 2.5}), 0, 0);
+  ASSERT_EQ(count_prefixed("at.npy"), 1);
+  /* as an in-place write would: a symlink's target is replaced (the link
+   * stays), and the file keeps its permissions */
+  ASSERT_EQ(chmod(path_of("at.npy"), 0640), 0);
+  ASSERT_EQ(symlink("at.npy", path_of("link.npy")), 0);
+  ASSERT_OK(em_dl_npy_save(path_of("link.npy"), small));
+  struct stat lst, tst;
+  ASSERT_EQ(lstat(path_of("link.npy"), &lst), 0);
+  ASSERT_TRUE(S_ISLNK(lst.st_mode));
+  ASSERT_EQ(stat(path_of("at.npy"), &tst), 0);
+  ASSERT_EQ(tst.st_mode & 07777, 0640);
+  em_tensor_release(back);
+  back = em_dl_npy_load(path_of("at.npy"));
+  ASSERT_SHAPE(back, 4);
   ASSERT_EQ(count_prefixed("at.npy"), 1);
   /* a directory that does not exist: the error names the file */
   em_clear_error();

@@ -421,6 +421,10 @@ class TestDataLoader(unittest.TestCase):
         self.assertIn("Caught zipfile.BadZipFile in", self._raised(zipfile.BadZipFile("zip")))
         self.assertIn("ValueError: name \\udcff", self._raised(ValueError("name \udcff")))
         self.assertIn("\n", self._raised(KeyError("k")))  # KeyError's str() not a repr
+        import functools  # a 7000-character first line, no traceback (raised in C)
+        with self.assertRaises(KeyError):
+            list(DataLoader(Squares(2), batch_size=1, num_workers=1,
+                            collate_fn=functools.partial(("{" + "a" * 7000 + "}").format)))
         long_text = self._raised(ValueError("x" * 3000))  # a long message is kept whole
         self.assertIn("x" * 3000, long_text)
         self.assertIn("Original Traceback (most recent call last):", long_text)
@@ -444,6 +448,20 @@ class TestDataLoader(unittest.TestCase):
         rs = DataLoader(data, batch_size=8, shuffle=True)
         data.extend([5, 6])
         self.assertEqual(sorted(batches(rs)[0]), [1, 5, 6])
+        # len() first (tqdm does) must not hide the change from the pass
+        data = list(range(4))
+        dl = DataLoader(data, batch_size=2)
+        self.assertEqual(len(batches(dl)), 2)
+        data.extend([4, 5, 6, 7])
+        self.assertEqual(len(dl), 4)
+        self.assertEqual(len(list(iter(dl.sampler))), 8)
+        self.assertEqual(batches(dl), [[0, 1], [2, 3], [4, 5], [6, 7]])
+        # new tensors, even at the address of freed ones, are read
+        renewed = TensorDataset(ember.arange(4))
+        dl = DataLoader(renewed, batch_size=4)
+        for k in range(5):
+            renewed.tensors = (ember.arange(4) + 100 * k,)
+            self.assertEqual(batches(dl), [[[100 * k + i for i in range(4)]]])
         tds = TensorDataset(ember.arange(10))
         sub = Subset(tds, [0, 1])
         for nw in (0, 1):
@@ -512,6 +530,12 @@ class TestDataLoader(unittest.TestCase):
         made = []
         dl = DataLoader(Objects(), batch_size=2, collate_fn=lambda b: made.append(b) or made[-1])
         self.assertIs(next(iter(dl)), made[0])
+        made.clear()  # a list of tensors too
+        dl = DataLoader(Objects(), batch_size=2,
+                        collate_fn=lambda b: made.append([s["t"] for s in b]) or made[-1])
+        self.assertIs(next(iter(dl)), made[0])
+        import ember.utils.data._collate as collate
+        self.assertEqual(collate._in_process.__dict__.get("batches", {}), {})
         with self.assertRaises(TypeError):  # with workers a batch must be picklable
             list(DataLoader(Objects(), batch_size=None, num_workers=1))
 

@@ -70,10 +70,9 @@ class MNIST(Dataset):
     def _c_dataset(self):
         if self.transform is not None or self.target_transform is not None:
             return None
-        key = (id(self.data), id(self.targets))
-        if self._c is None or self._c_key != key:
+        if self._c is None or self._c_src[0] is not self.data or self._c_src[1] is not self.targets:
             self._c = _C._dl_tensor_dataset(self.data, self.targets)
-            self._c_key = key
+            self._c_src = (self.data, self.targets)
         return self._c
 
     @property

@@ -3,7 +3,6 @@ packing of a batch structure into flat tensors plus meta bytes for the
 shared-memory rings."""
 import collections.abc
 import io
-import itertools
 import pickle
 import re
 import sys
@@ -131,21 +130,32 @@ def _pack(batch):
 
 
 # Without workers a batch never leaves the process: it is handed back as
-# the same object, as torch's (nothing pickled, so anything can be in it).
-# The meta then holds a key into this thread's table of batches between
-# collate and next(), which runs them back to back.
+# the same object, as torch's (nothing pickled, so anything can be in it,
+# tensors on any device too). The meta then holds a key into this
+# thread's table of batches between collate and next(), which runs them
+# back to back; a next() that fails drops what it left there.
 _REF = b"\0ref"
 _in_process = threading.local()
-_keys = itertools.count()
+
+
+def _in_process_mark():
+    """The key the next batch packed in-process gets (keys only grow)."""
+    return _in_process.__dict__.get("next", 0)
 
 
 def _pack_in_process(batch):
-    if type(batch) is list and all(type(t) is ember.Tensor for t in batch):
-        return batch, None
     table = _in_process.__dict__.setdefault("batches", {})
-    key = next(_keys)
+    key = _in_process.__dict__.get("next", 0)
+    _in_process.next = key + 1
     table[key] = batch
     return [], _REF + key.to_bytes(8, "little")
+
+
+def _forget_in_process(mark):
+    """Drops the batches packed since mark and not handed out."""
+    table = _in_process.__dict__.get("batches")
+    for key in [k for k in table or () if k >= mark]:
+        del table[key]
 
 
 def _unpack(tensors, meta):

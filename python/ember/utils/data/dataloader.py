@@ -32,7 +32,7 @@ from ember import _C
 from ember.utils.data.dataset import Dataset, IterableDataset
 from ember.utils.data.sampler import Sampler, SequentialSampler, RandomSampler, BatchSampler
 from ember.utils.data._collate import (default_collate, default_convert, _pack, _pack_in_process,
-                                      _unpack)
+                                      _unpack, _in_process_mark, _forget_in_process)
 
 __all__ = ["DataLoader", "get_worker_info", "WorkerInfo"]
 
@@ -146,8 +146,19 @@ class _Iter:
     def __next__(self):
         if self._c is None:
             raise StopIteration
+        mark = _in_process_mark()
         try:
-            item = next(self._c)
+            item = self._next_item()
+        except BaseException:
+            _forget_in_process(mark)  # a batch collated in-process but never handed out
+            raise
+        self._num_yielded += 1
+        tensors, meta, _ = item
+        return _unpack(tensors, meta)
+
+    def _next_item(self):
+        try:
+            return next(self._c)
         except StopIteration:
             self._c = None
             raise
@@ -162,9 +173,6 @@ class _Iter:
                 # a dead worker: the pass is over
                 self._shutdown()
             _reraise(e)
-        self._num_yielded += 1
-        tensors, meta, _ = item
-        return _unpack(tensors, meta)
 
     def __len__(self):
         return len(self._loader)
@@ -275,7 +283,7 @@ class DataLoader:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._loader = None
-        self._loader_ds = None
+        self._loader_ds = self._loader_sampler = None
         self._py_ds = None
         self._initialized = True
 
@@ -291,22 +299,29 @@ class DataLoader:
         c_ds = None
         if not self._iterable and isinstance(self.dataset, Dataset):
             c_ds = self.dataset._c_dataset()
-        changed = False
-        for s in (self.batch_sampler, self.sampler):
-            if isinstance(s, Sampler):
-                changed = s._refresh() or changed
-                break  # a batch sampler refreshes the sampler it wraps
+        # what the sampling is built from now (a batch sampler refreshes the
+        # sampler it wraps); a new C sampler or dataset means a new loader
+        s = self.batch_sampler if self.batch_sampler is not None else self.sampler
+        c_sampler = None
+        if isinstance(s, Sampler):
+            s._refresh()
+            c_sampler = s._c
         if c_ds is None:
             if self._py_ds is None:
                 self._py_ds = _C._dl_python_dataset(self.dataset, self._iterable)
             c_ds = self._py_ds
-        if self._loader is not None and not changed and c_ds is self._loader_ds:
+        if self.timeout > 0 and self.num_workers == 0:
+            raise ValueError("timeout option needs num_workers > 0 (got timeout={})".format(
+                self.timeout))
+        if self._loader is not None and c_ds is self._loader_ds and \
+                c_sampler is self._loader_sampler:
             return self._loader
         python_ds = c_ds is self._py_ds
         c_collate = not python_ds and self.collate_fn in (default_collate, default_convert)
         kw = dict(batch_size=0, drop_last=self.drop_last, num_workers=self.num_workers,
                   prefetch_factor=self.prefetch_factor if self.num_workers > 0 else 0,
-                  persistent_workers=self.persistent_workers, timeout=float(self.timeout),
+                  persistent_workers=self.persistent_workers and self.num_workers > 0,
+                  timeout=float(self.timeout),
                   generator=self.generator, pin_memory=bool(self.pin_memory),
                   python_dataset=python_ds)
         if self._iterable:
@@ -333,7 +348,7 @@ class DataLoader:
         if python_ds or self.worker_init_fn is not None:
             kw["worker_init_fn"] = _make_worker_init(self.dataset, self.worker_init_fn)
         self._loader = _C._Loader(c_ds, **kw)
-        self._loader_ds = c_ds
+        self._loader_ds, self._loader_sampler = c_ds, c_sampler
         return self._loader
 
     def __iter__(self):

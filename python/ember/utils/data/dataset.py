@@ -59,10 +59,9 @@ class TensorDataset(Dataset):
         return self.tensors[0].size(0)
 
     def _c_dataset(self):
-        key = tuple(id(t) for t in self.tensors)
-        if self._c is None or self._c_key != key:
+        if self._c is None or self._c_src is not self.tensors:
             self._c = _C._dl_tensor_dataset(*self.tensors)
-            self._c_key = key
+            self._c_src = self.tensors  # held: its tensors' ids cannot be reused
         return self._c
 
 

@@ -35,10 +35,9 @@ class Sampler:
         return _C._dl_sampler_python(self, is_batch)
 
     def _refresh(self):
-        """Rebuilds the C sampler if what it was built from changed (a
-        dataset that grew or shrank: torch's samplers read len() at each
-        pass); True if it did."""
-        return False
+        """Rebuilds the C sampler (self._c, a new object then) if what it
+        was built from changed: a dataset that grew or shrank (torch's
+        samplers read len() at each pass)."""
 
 
 def _indices(indices, what):
@@ -59,16 +58,13 @@ class SequentialSampler(Sampler):
 
     def __init__(self, data_source):
         self.data_source = data_source
-        self._n = len(data_source)
-        self._c = _C._dl_sampler_sequential(self._n)
+        self._refresh()
 
     def _refresh(self):
         n = len(self.data_source)
-        if n == self._n:
-            return False
-        self._n = n
-        self._c = _C._dl_sampler_sequential(n)
-        return True
+        if self._c is None or n != self._n:
+            self._n = n
+            self._c = _C._dl_sampler_sequential(n)
 
     def __iter__(self):
         self._refresh()
@@ -93,16 +89,13 @@ class RandomSampler(Sampler):
         if not isinstance(self.num_samples, int) or self.num_samples <= 0:
             raise ValueError("num_samples should be a positive integer value, but got "
                              "num_samples={}".format(self.num_samples))
-        self._n = len(data_source)
-        self._c = _C._dl_sampler_random(self._n, replacement, num_samples, generator)
+        self._refresh()
 
     def _refresh(self):
         n = len(self.data_source)
-        if n == self._n:
-            return False
-        self._n = n
-        self._c = _C._dl_sampler_random(n, self.replacement, self._num_samples, self.generator)
-        return True
+        if self._c is None or n != self._n:
+            self._n = n
+            self._c = _C._dl_sampler_random(n, self.replacement, self._num_samples, self.generator)
 
     def __iter__(self):
         self._refresh()
@@ -162,13 +155,14 @@ class BatchSampler(Sampler):
             inner = self.sampler._c_sampler(False)
         else:
             inner = _C._dl_sampler_python(self.sampler, False)
+        self._inner = inner
         self._c = _C._dl_sampler_batch(inner, self.batch_size, self.drop_last)
 
     def _refresh(self):
-        if not (isinstance(self.sampler, Sampler) and self.sampler._refresh()):
-            return False
-        self._build()
-        return True
+        if isinstance(self.sampler, Sampler):
+            self.sampler._refresh()
+            if self.sampler._c is not None and self.sampler._c is not self._inner:
+                self._build()
 
     def __iter__(self):
         self._refresh()
