@@ -502,6 +502,10 @@ class TestDataLoader(unittest.TestCase):
         self.assertIn("Subset: index 1.5 at position 1 is not an integer", str(cm.exception))
         with self.assertRaises(IndexError):
             SubsetRandomSampler([1.5, 2])
+        for w2 in ([[1.0, 2.0], [3.0, 4.0]], ember.ones(2, 2)):
+            with self.assertRaises(ValueError) as cm:
+                WeightedRandomSampler(w2, 2)
+            self.assertIn("weights should be a 1d sequence", str(cm.exception))
         with self.assertRaises(ValueError) as cm:
             DataLoader(Stream(3), batch_size=0)
         self.assertIn("batch_size should be a positive integer value", str(cm.exception))

@@ -128,6 +128,10 @@ class WeightedRandomSampler(Sampler):
                              "replacement={}".format(replacement))
         if hasattr(weights, "tolist"):
             weights = weights.tolist()
+        weights = list(weights)
+        if any(isinstance(w, (list, tuple)) for w in weights):
+            raise ValueError("weights should be a 1d sequence but given weights have shape "
+                             "({}, ...)".format(len(weights)))
         self.weights = [float(w) for w in weights]
         self.num_samples = num_samples
         self.replacement = replacement
