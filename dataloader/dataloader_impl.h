@@ -40,6 +40,9 @@ extern em_dl_worker_info *em__dl_worker_info;
 /* Checks that /dev/shm can hold need bytes; EM_ERR_NOMEM naming what (and
  * the sizes) if not. */
 em_status em__dl_shm_check_space(size_t need, const char *what);
+/* Tests: the space check sees at most n free bytes (0: the real figure);
+ * workers forked afterwards inherit it. */
+void em__dl_shm_set_test_free_bytes(size_t n);
 /* A new shared segment of len bytes (space checked, reserved with
  * fallocate, its name already unlinked): *fd open read-write (the caller
  * closes it), *addr mapped MAP_SHARED unless addr is NULL. */

@@ -176,6 +176,7 @@ struct em_dl_loader {
   dl_pool *pool;           /* persistent workers */
   bool iter_active;
   size_t learned_slot;     /* auto slot size that served the last whole pass */
+  bool warned_ringless;    /* said once that /dev/shm could not hold a ring */
   int pin;                 /* pin_memory with a CUDA device: 1; 0: no; -1: not known yet */
 };
 
@@ -583,6 +584,13 @@ static void handle_msg(dl_pool *p, em_dl_iter *it, dl_worker *w, const em__dl_re
   if (m->type == EM_DL_MSG_BATCH) {
     if (fd >= 0) { /* a one-off segment; the assigned slot stayed unused */
       if (t->slot >= 0) p->outgrown = true;
+      if (t->slot >= 0 && !w->ring->base && !it->l->warned_ringless) {
+        it->l->warned_ringless = true;
+        fprintf(stderr, "ember DataLoader: %s: /dev/shm cannot hold its ring of batches, so each "
+                "batch travels in a shared-memory segment of its own (slower); enlarge /dev/shm "
+                "(e.g. docker run --shm-size) or use fewer workers or a smaller prefetch_factor\n",
+                w->name);
+      }
       char *base = map_fd(fd, (size_t)m->bytes, w->name);
       close(fd);
       fd = -1;

@@ -39,10 +39,15 @@ const char *em__dl_fmt_bytes(double b, char *buf, size_t size) {
   return buf;
 }
 
+static size_t test_free_bytes; /* tests: /dev/shm as if it had only this much free */
+
+void em__dl_shm_set_test_free_bytes(size_t n) { test_free_bytes = n; }
+
 em_status em__dl_shm_check_space(size_t need, const char *what) {
   struct statvfs sv;
   if (statvfs(SHM_DIR, &sv) != 0) return EM_OK; /* no /dev/shm to ask: shm_open will tell */
   double avail = (double)sv.f_bavail * (double)sv.f_frsize;
+  if (test_free_bytes && (double)test_free_bytes < avail) avail = (double)test_free_bytes;
   if ((double)need <= avail) return EM_OK;
   char a[32], n[32];
   return em__set_error(EM_ERR_NOMEM,

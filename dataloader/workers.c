@@ -105,6 +105,7 @@ typedef struct wk {
   em_dl_worker_info info;
   uint64_t epoch;
   char *ring;             /* NULL until the first batch (auto size) */
+  bool ringless;          /* /dev/shm could not hold the ring: one segment per batch */
   size_t slot_bytes;
   void *iter_state;       /* iterable datasets */
   bool iter_live, exhausted;
@@ -342,15 +343,18 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
     em__dl_builder_deinit(&b);
     return;
   }
-  if (!w->ring && c->nslots > 0) {
+  if (!w->ring && !w->ringless && c->nslots > 0) {
     size_t need = EM_DL_SLOT_HDR + em__dl_builder_compact_bytes(&b);
     size_t sb = em__dl_align(need + need / 4, 4096);
     if (wk_make_ring(w, sb)) {
-      em__dl_builder_deinit(&b);
-      wk_fatal(w, "cannot create its shared-memory ring");
+      if (em_last_status() != EM_ERR_NOMEM) {
+        em__dl_builder_deinit(&b);
+        wk_fatal(w, "cannot create its shared-memory ring");
+      }
+      w->ringless = true;
     }
   }
-  if (slot >= 0) {
+  if (slot >= 0 && w->ring) {
     em__dl_slot_header *h = (em__dl_slot_header *)(w->ring + (size_t)slot * w->slot_bytes);
     st = em__dl_builder_write(&b, h, w->slot_bytes - EM_DL_SLOT_HDR, in_slot);
     if (!st) {
@@ -508,8 +512,12 @@ _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg) {
     em_clear_error();
     if (cfg->worker_init_fn(cfg->worker_init_ctx, cfg->id)) wk_fatal(&w, "worker_init_fn failed");
   }
-  if (cfg->slot_bytes && wk_make_ring(&w, cfg->slot_bytes))
-    wk_fatal(&w, "cannot create its shared-memory ring");
+  /* /dev/shm too small for the ring: every batch then travels in a
+   * segment of exactly its size (as torch's), the main process warns */
+  if (cfg->slot_bytes && wk_make_ring(&w, cfg->slot_bytes)) {
+    if (em_last_status() != EM_ERR_NOMEM) wk_fatal(&w, "cannot create its shared-memory ring");
+    w.ringless = true;
+  }
   if (cfg->iterable) wk_iter_restart(&w);
 
   for (;;) {

@@ -10,6 +10,7 @@
 #include "core/cuda/ember_cuda.h"
 #include "core/ops.h"
 #include "dataloader/dataloader.h"
+#include "dataloader/dataloader_impl.h"
 #include "tests/dataloader/dl_util.h"
 
 #define PIX 784
@@ -746,6 +747,40 @@ EM_TEST(batches_of_many_tensors) {
       em_dl_iter_destroy(it);
       em_dl_loader_destroy(l);
     }
+  em_dl_dataset_release(d);
+}
+
+EM_TEST(dev_shm_too_small_for_the_rings) {
+  /* /dev/shm cannot hold a worker's ring of 3 slots but holds a batch:
+   * every batch travels in a segment of its own, the pass is whole */
+  em_dl_dataset *d = make_images(50);
+  em__dl_shm_set_test_free_bytes(20 << 10); /* a ring of 8-image batches needs ~48 KiB */
+  for (int pass = 0; pass < 2; pass++) {
+    em_dl_loader_options o;
+    em_dl_loader_options_init(&o);
+    o.batch_size = 8;
+    o.num_workers = 2;
+    em_dl_loader *l = em_dl_loader_create(d, &o);
+    em_dl_iter *it = em_dl_loader_iter(l);
+    ASSERT_NOTNULL(it);
+    int64_t labels[64], n = 0;
+    for (;;) {
+      em_dl_batch b;
+      bool done;
+      ASSERT_OK(em_dl_iter_next(it, &b, &done));
+      if (done) break;
+      int64_t got = check_batch(&b, labels + n);
+      ASSERT_TRUE(got > 0);
+      n += got;
+      em_dl_batch_release(&b);
+    }
+    ASSERT_EQ(n, 50);
+    for (int64_t i = 0; i < n; i++) ASSERT_EQ(labels[i], i);
+    em_dl_iter_destroy(it);
+    em_dl_loader_destroy(l);
+  }
+  em__dl_shm_set_test_free_bytes(0);
+  ASSERT_EQ(dl_shm_count(getpid()), 0);
   em_dl_dataset_release(d);
 }
 
