@@ -55,7 +55,11 @@
  * views of the slot; the slot returns to the ring when the last view (and
  * the em_dl_batch) is released. A batch that does not fit its slot, or a
  * batch needed while the user still holds every slot of its worker, goes
- * into a one-off segment of its own instead (correct, just slower).
+ * into a one-off segment of its own instead (correct, just slower). So
+ * does every batch of a worker whose ring /dev/shm cannot hold: the main
+ * process then warns once on stderr. With slot_bytes given, the rings'
+ * size is known and checked before any worker starts (an error if they
+ * do not fit).
  *
  * Shared memory never outlives its processes: every segment is created in
  * /dev/shm (after checking with statvfs that it fits, and reserved with
