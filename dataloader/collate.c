@@ -3,10 +3,11 @@
  *
  * Slot layout: a header (em__dl_slot_header) in the first EM_DL_SLOT_HDR
  * bytes, then the data area: the tensors, their descriptors (dtype, shape,
- * strides and element offset of each) and the meta bytes. In a worker the builder bump-allocates batch tensors inside the
- * data area (64-byte aligned), so default_collate copies every sample
- * straight to its final place and the main process only wraps the same
- * bytes: one write per batch. Tensors a collate function made elsewhere
+ * strides and element offset of each) and the meta bytes. In a worker the
+ * builder bump-allocates batch tensors inside the data area (64-byte
+ * aligned), so default_collate copies every sample straight to its final
+ * place and the main process only wraps the same bytes: one write per
+ * batch. Tensors a collate function made elsewhere
  * are copied in when the batch is written. */
 #include <stdlib.h>
 

@@ -253,6 +253,15 @@ static em_status wk_make_ring(wk *w, size_t slot_bytes) {
   return EM_OK;
 }
 
+/* wk_make_ring, or, where /dev/shm cannot hold the ring, none: every
+ * batch then travels in a segment of exactly its size (as torch's) and
+ * the main process warns. Any other failure ends the worker. */
+static void wk_ring_or_none(wk *w, size_t slot_bytes) {
+  if (!wk_make_ring(w, slot_bytes)) return;
+  if (em_last_status() != EM_ERR_NOMEM) wk_fatal(w, "cannot create its shared-memory ring");
+  w->ringless = true;
+}
+
 static em_status wk_grow_samples(wk *w, int64_t n) {
   if (n <= w->samples_cap) return EM_OK;
   em_dl_sample *s = realloc(w->samples, (size_t)n * sizeof *s);
@@ -345,14 +354,7 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
   }
   if (!w->ring && !w->ringless && c->nslots > 0) {
     size_t need = EM_DL_SLOT_HDR + em__dl_builder_compact_bytes(&b);
-    size_t sb = em__dl_align(need + need / 4, 4096);
-    if (wk_make_ring(w, sb)) {
-      if (em_last_status() != EM_ERR_NOMEM) {
-        em__dl_builder_deinit(&b);
-        wk_fatal(w, "cannot create its shared-memory ring");
-      }
-      w->ringless = true;
-    }
+    wk_ring_or_none(w, em__dl_align(need + need / 4, 4096));
   }
   if (slot >= 0 && w->ring) {
     em__dl_slot_header *h = (em__dl_slot_header *)(w->ring + (size_t)slot * w->slot_bytes);
@@ -512,12 +514,7 @@ _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg) {
     em_clear_error();
     if (cfg->worker_init_fn(cfg->worker_init_ctx, cfg->id)) wk_fatal(&w, "worker_init_fn failed");
   }
-  /* /dev/shm too small for the ring: every batch then travels in a
-   * segment of exactly its size (as torch's), the main process warns */
-  if (cfg->slot_bytes && wk_make_ring(&w, cfg->slot_bytes)) {
-    if (em_last_status() != EM_ERR_NOMEM) wk_fatal(&w, "cannot create its shared-memory ring");
-    w.ringless = true;
-  }
+  if (cfg->slot_bytes) wk_ring_or_none(&w, cfg->slot_bytes);
   if (cfg->iterable) wk_iter_restart(&w);
 
   for (;;) {
