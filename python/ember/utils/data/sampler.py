@@ -19,11 +19,13 @@ class Sampler:
         pass
 
     def __iter__(self):
+        self._refresh()
         if self._c is not None:
             return iter(self._c)
         raise NotImplementedError
 
     def __len__(self):
+        self._refresh()
         if self._c is not None:
             return len(self._c)
         raise TypeError("object of type '{}' has no len()".format(type(self).__name__))
@@ -66,13 +68,6 @@ class SequentialSampler(Sampler):
             self._n = n
             self._c = _C._dl_sampler_sequential(n)
 
-    def __iter__(self):
-        self._refresh()
-        return iter(self._c)
-
-    def __len__(self):
-        return len(self.data_source)
-
 
 class RandomSampler(Sampler):
     """A random permutation (or num_samples draws with replacement); without
@@ -96,13 +91,6 @@ class RandomSampler(Sampler):
         if self._c is None or n != self._n:
             self._n = n
             self._c = _C._dl_sampler_random(n, self.replacement, self._num_samples, self.generator)
-
-    def __iter__(self):
-        self._refresh()
-        return iter(self._c)
-
-    def __len__(self):
-        return self.num_samples
 
     @property
     def num_samples(self):
@@ -167,14 +155,6 @@ class BatchSampler(Sampler):
             self.sampler._refresh()
             if self.sampler._c is not None and self.sampler._c is not self._inner:
                 self._build()
-
-    def __iter__(self):
-        self._refresh()
-        return iter(self._c)
-
-    def __len__(self):
-        self._refresh()
-        return len(self._c)
 
 
 class DistributedSampler(Sampler):
