@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,19 @@ typedef struct shm_seg {
   size_t len;
 } shm_seg;
 
+/* What a storage moved by share_memory holds: its reference to the
+ * segment, and the block its data lived in before when that block came
+ * from the CPU allocator. That block stays reserved (its pages handed back
+ * to the kernel) until the storage dies: a NumPy array, memoryview or
+ * DLPack capsule taken earlier keeps the storage alive and still points
+ * there, and must find stale zeros rather than another tensor's memory. */
+typedef struct shm_ref {
+  shm_seg *seg;
+  em_allocator *old_alloc; /* NULL: nothing kept */
+  void *old, *old_ctx;
+  size_t old_bytes;
+} shm_ref;
+
 static em_status shm_alloc(em_allocator *self, size_t nbytes, em_device dev, void **data,
                            void **ctx) {
   if (dev.type != EM_CPU)
@@ -151,11 +165,13 @@ static em_status shm_alloc(em_allocator *self, size_t nbytes, em_device dev, voi
 
 static void shm_free(em_allocator *self, void *data, size_t nbytes, void *ctx) {
   if (ctx) {
-    shm_seg *s = ctx;
-    if (atomic_fetch_sub(&s->refs, 1) == 1) {
-      munmap(s->base, s->len);
-      free(s);
+    shm_ref *r = ctx;
+    if (atomic_fetch_sub(&r->seg->refs, 1) == 1) {
+      munmap(r->seg->base, r->seg->len);
+      free(r->seg);
     }
+    if (r->old_alloc) r->old_alloc->free(r->old_alloc, r->old, r->old_bytes, r->old_ctx);
+    free(r);
     return;
   }
   if (data) munmap(data, nbytes ? nbytes : 1);
@@ -179,30 +195,61 @@ bool em_dl_is_shared(const em_tensor *t) {
   return t && t->storage && (t->storage->flags & EM_STORAGE_SHARED);
 }
 
-/* Points storage s at new memory (already holding its bytes) owned by the
- * shared allocator, and lets the old memory go. A CPU heap storage keeps
- * header and data in one block that is freed with the storage, so its old
- * data pages are handed back to the kernel now instead (MADV_DONTNEED on
- * the whole pages inside the data). */
-static void storage_move(em_storage *s, void *data, shm_seg *seg) {
-  void *old = s->data;
-  em_allocator *oa = s->allocator;
-  void *octx = s->ctx;
-  s->data = data;
-  s->allocator = &shm_allocator;
-  s->ctx = seg;
-  s->flags |= EM_STORAGE_SHARED;
-  if (oa) {
-    if (oa->free) oa->free(oa, old, s->nbytes, octx);
-    return;
-  }
+/* Hands the whole pages inside [p, p + n) back to the kernel; the range
+ * stays reserved and reads as zeros. */
+static void drop_pages(void *p, size_t n) {
   long page = sysconf(_SC_PAGESIZE);
-  uintptr_t b = ((uintptr_t)old + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-  uintptr_t e = ((uintptr_t)old + s->nbytes) & ~((uintptr_t)page - 1);
+  uintptr_t b = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+  uintptr_t e = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
   if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
 }
 
+/* Points storage s at new memory (already holding its bytes) in segment
+ * seg, and lets the old memory go:
+ *   - a CPU heap storage (header and data in one block, freed with the
+ *     storage) and a block of the CPU allocator stay reserved until the
+ *     storage dies (see shm_ref), their pages handed back now: the
+ *     process does not hold the tensor twice, and a raw pointer taken
+ *     earlier reads stale zeros, never memory reused by another tensor;
+ *   - memory of any other allocator (a NumPy array's, through from_blob)
+ *     belongs to someone else and is released to them now. */
+static void storage_move(em_storage *s, void *data, shm_seg *seg, shm_ref *r) {
+  void *old = s->data;
+  em_allocator *oa = s->allocator;
+  void *octx = s->ctx;
+  *r = (shm_ref){seg, NULL, NULL, NULL, 0};
+  s->data = data;
+  s->allocator = &shm_allocator;
+  s->ctx = r;
+  s->flags |= EM_STORAGE_SHARED;
+  if (oa && oa != em_cpu_allocator()) {
+    if (oa->free) oa->free(oa, old, s->nbytes, octx);
+    return;
+  }
+  drop_pages(old, s->nbytes);
+  if (oa) *r = (shm_ref){seg, oa, old, octx, s->nbytes};
+}
+
+/* share_memory runs one call at a time: two threads moving one storage
+ * would each copy it and swap it in. The lock is held across fork
+ * (pthread_atfork) so that a child never inherits it taken. */
+static pthread_mutex_t share_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t share_once = PTHREAD_ONCE_INIT;
+static void share_lock(void) { pthread_mutex_lock(&share_mu); }
+static void share_unlock(void) { pthread_mutex_unlock(&share_mu); }
+static void share_init(void) { pthread_atfork(share_lock, share_unlock, share_unlock); }
+
+static em_status share_list(int n, em_tensor *const *ts);
+
 em_status em_dl_share_memory_list(int n, em_tensor *const *ts) {
+  pthread_once(&share_once, share_init);
+  share_lock();
+  em_status st = share_list(n, ts);
+  share_unlock();
+  return st;
+}
+
+static em_status share_list(int n, em_tensor *const *ts) {
   if (n < 0) return em__set_error(EM_ERR_INVALID, "share_memory: negative count %d", n);
   if (n > 0 && !ts) return em__set_error(EM_ERR_INVALID, "share_memory: tensor list is NULL");
   em_storage **todo = malloc(((size_t)n + 1) * sizeof *todo);
@@ -241,7 +288,13 @@ em_status em_dl_share_memory_list(int n, em_tensor *const *ts) {
   }
   close(fd);
   shm_seg *seg = malloc(sizeof *seg);
-  if (!seg) {
+  shm_ref **refs = calloc((size_t)m, sizeof *refs); /* one per storage, made before any moves */
+  bool refs_ok = refs != NULL;
+  for (int j = 0; refs_ok && j < m; j++) refs_ok = (refs[j] = malloc(sizeof **refs)) != NULL;
+  if (!seg || !refs_ok) {
+    for (int j = 0; refs && j < m; j++) free(refs[j]);
+    free(refs);
+    free(seg);
     munmap(base, total);
     free(todo);
     return em__set_error(EM_ERR_NOMEM, "share_memory: out of memory");
@@ -253,9 +306,10 @@ em_status em_dl_share_memory_list(int n, em_tensor *const *ts) {
   for (int j = 0; j < m; j++) {
     char *dst = (char *)base + off;
     memcpy(dst, todo[j]->data, todo[j]->nbytes);
-    storage_move(todo[j], dst, seg);
+    storage_move(todo[j], dst, seg, refs[j]);
     off += em__dl_align(todo[j]->nbytes, EM_DL_ALIGN);
   }
+  free(refs);
   free(todo);
   return EM_OK;
 }

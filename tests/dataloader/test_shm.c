@@ -1,7 +1,11 @@
 /* Shared-memory tensors: share_memory in place (views stay consistent),
  * across fork (a child writes, the parent sees), lists of tensors in one
- * segment, and no name or mapping left behind. */
+ * segment, the old memory (handed back, never reused while the storage
+ * lives), two threads sharing at once, and no name or mapping left
+ * behind. */
+#include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,6 +132,83 @@ EM_TEST(share_memory_of_blob_storage) {
   ASSERT_TENSOR_CLOSE(t, ((double[]){1, 2, 3, 4}), 0, 0);
   em_tensor_release(t);
   ASSERT_EQ(deleted, 1);
+}
+
+/* Resident pages of [p, p + n) (mincore). */
+static size_t resident_pages(const void *p, size_t n) {
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t b = (uintptr_t)p & ~((uintptr_t)page - 1);
+  size_t np = ((uintptr_t)p + n - b + (size_t)page - 1) / (size_t)page, r = 0;
+  unsigned char *v = malloc(np);
+  if (v && mincore((void *)b, np * (size_t)page, v) == 0)
+    for (size_t i = 0; i < np; i++) r += v[i] & 1;
+  free(v);
+  return r;
+}
+
+EM_TEST(old_memory_stays_reserved_until_the_storage_dies) {
+  /* 8 MiB, from the CPU allocator's cache path: share_memory hands its
+   * pages back but keeps the block until the storage dies, so that a raw
+   * pointer taken before (a NumPy array, a DLPack capsule) reads stale
+   * zeros and can never write into a tensor allocated after */
+  size_t n = 2 << 20;
+  em_tensor *t = em_tensor_full(EM_DIMS((int64_t)n), em_scalar_float(3), EM_FLOAT32);
+  float *old = em_tensor_data(t);
+  ASSERT_TRUE(resident_pages(old, n * 4) > 0);
+  ASSERT_OK(em_dl_share_memory(t));
+  ASSERT_TRUE(em_tensor_data(t) != (void *)old);
+  ASSERT_EQ(resident_pages(old, n * 4), 0); /* not held twice */
+  ASSERT_EQ(old[0], 0.0f);
+  em_tensor *fresh[4];
+  for (int k = 0; k < 4; k++) { /* the cache must not hand the old block out */
+    fresh[k] = em_tensor_zeros(EM_DIMS((int64_t)n), EM_FLOAT32);
+    ASSERT_TRUE(em_tensor_data(fresh[k]) != (void *)old);
+  }
+  old[5] = 42; /* a stale writer */
+  for (int k = 0; k < 4; k++) {
+    ASSERT_EQ(em_test_get(fresh[k], 5), 0);
+    em_tensor_release(fresh[k]);
+  }
+  ASSERT_EQ(em_test_get(t, 5), 3);
+  em_tensor_release(t); /* now the old block goes back to the allocator */
+}
+
+typedef struct share_race {
+  em_tensor **ts;
+  int n;
+  pthread_barrier_t *bar;
+  em_status st;
+} share_race;
+
+static void *share_thread(void *arg) {
+  share_race *r = arg;
+  pthread_barrier_wait(r->bar);
+  r->st = em_dl_share_memory_list(r->n, r->ts);
+  return NULL;
+}
+
+EM_TEST(share_memory_from_two_threads_at_once) {
+  int before = shm_mappings();
+  for (int round = 0; round < 20; round++) {
+    em_tensor *ts[8];
+    for (int i = 0; i < 8; i++) ts[i] = em_tensor_full(EM_DIMS(70000), em_scalar_float(i), EM_FLOAT32);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    share_race r[2] = {{ts, 8, &bar, EM_OK}, {ts, 8, &bar, EM_OK}};
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) pthread_create(&th[k], NULL, share_thread, &r[k]);
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    pthread_barrier_destroy(&bar);
+    ASSERT_OK(r[0].st);
+    ASSERT_OK(r[1].st);
+    ASSERT_EQ(shm_mappings(), before + 1); /* one segment: the second call found them shared */
+    for (int i = 0; i < 8; i++) {
+      ASSERT_TRUE(em_dl_is_shared(ts[i]));
+      ASSERT_EQ(em_test_get(ts[i], 69999), i);
+      em_tensor_release(ts[i]);
+    }
+    ASSERT_EQ(shm_mappings(), before);
+  }
 }
 
 static void child_hogwild(void *arg) {
