@@ -1017,6 +1017,7 @@ static em_status hand_out(em_dl_iter *it, dl_task *t, em_dl_batch *out) {
     slot_deleter(NULL, ref);
     return em_last_status();
   }
+  s->flags |= EM_STORAGE_SHARED; /* it is: forked processes see one batch, as in torch */
   memset(out, 0, sizeof *out);
   out->holder = s;
   out->index = t->batch;

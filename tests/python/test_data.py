@@ -266,6 +266,11 @@ class TestDataLoader(unittest.TestCase):
             self.assertEqual(len(runs[0]), 4)
             self.assertEqual(sorted(v for b in runs[0] for v in (b[1] if isinstance(b[1], list) else [b[1]])),
                              list(range(20)) if isinstance(ds, TensorDataset) else list(range(20)))
+        # a worker's batch lies in shared memory (as in torch), an in-process one does not
+        for ds in [TensorDataset(x, y), Squares(20)]:
+            for nw in (0, 1):
+                b = next(iter(DataLoader(ds, batch_size=4, num_workers=nw)))
+                self.assertEqual([t.is_shared() for t in b], [nw > 0] * 2)
         b = next(iter(DataLoader(TensorDataset(x, y), batch_size=4)))
         self.assertIsInstance(b, list)
         self.assertEqual(b[0].shape, ember.Size([4, 2]))
