@@ -15,9 +15,11 @@
  * single process's.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,7 +164,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   em_named_tensors_free(&p);
-  pid_t *pids = calloc((size_t)o.procs, sizeof *pids);
+  pid_t *pids = calloc((size_t)o.procs, sizeof *pids), parent = getpid();
   for (int r = 0; r < o.procs; r++) {
     int share = o.steps / o.procs + (r < o.steps % o.procs);
     pids[r] = fork();
@@ -170,7 +172,12 @@ int main(int argc, char **argv) {
       perror("hogwild: fork");
       return 1;
     }
-    if (pids[r] == 0) _exit(train(shared, xtr, ytr, share, &o, 2000 + (uint64_t)r));
+    if (pids[r] == 0) {
+      /* a killed parent takes its workers along */
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
+      _exit(train(shared, xtr, ytr, share, &o, 2000 + (uint64_t)r));
+    }
   }
   int failed = 0;
   for (int r = 0; r < o.procs; r++) {

@@ -53,6 +53,8 @@ def main():
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--tolerance", type=float, default=1.0, help="accuracy points")
     args = p.parse_args()
+    if args.procs < 1 or args.steps < args.procs or args.batch_size < 1 or not args.lr > 0:
+        p.error("need --procs >= 1, --steps >= --procs, --batch-size >= 1, --lr > 0")
 
     train_set, test_set = FashionMNIST(args.data, train=True), FashionMNIST(args.data, train=False)
     x, y = train_set.data.float() / 255, train_set.targets

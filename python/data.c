@@ -35,6 +35,10 @@
  * hooks), so a worker runs Python exactly as the parent would. The GIL is
  * released while the main process waits for a batch; Ctrl-C is polled
  * through the loader's check_interrupt. */
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
 #include "dataloader/dataloader.h"
 #include "python/ember_py.h"
 
@@ -1201,6 +1205,16 @@ static PyObject *f_worker_info(PyObject *mod, PyObject *unused) {
   return Py_BuildValue("(iiK)", wi->id, wi->num_workers, (unsigned long long)wi->seed);
 }
 
+/* In a forked child: SIGKILL when the parent dies (as DataLoader workers
+ * and trainrun's workers). False when parent_pid is already gone (it
+ * died before the request), so that the caller leaves at once. */
+static PyObject *f_die_with_parent(PyObject *mod, PyObject *arg) {
+  long parent = PyLong_AsLong(arg);
+  if (parent == -1 && PyErr_Occurred()) return NULL;
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+  return PyBool_FromLong(getppid() == (pid_t)parent);
+}
+
 static PyObject *f_shm_cleanup(PyObject *mod, PyObject *unused) {
   return PyLong_FromLong(em_dl_shm_cleanup_stale());
 }
@@ -1226,6 +1240,7 @@ static PyMethodDef data_functions[] = {
     {"_dl_is_shared", f_is_shared, METH_O, NULL},
     {"_dl_worker_info", f_worker_info, METH_NOARGS, NULL},
     {"_dl_shm_cleanup", f_shm_cleanup, METH_NOARGS, NULL},
+    {"_die_with_parent", f_die_with_parent, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,6 +11,13 @@ shared for real, so every process reads and updates one set of weights:
     for p in procs: p.start()
     for p in procs: p.join()
 
+A child of ``Process`` or ``spawn()`` started from the main thread is
+killed when its parent dies (PR_SET_PDEATHSIG), so a killed training
+script leaves no process behind; ``spawn()`` stops the others (SIGTERM,
+then SIGKILL after a grace period) when one fails or the parent is
+interrupted. The rest of Python's multiprocessing (Pool, Manager, ...)
+is here too, in its fork context.
+
 Unlike torch.multiprocessing, "spawn" and "forkserver" cannot share tensors:
 ember's shared memory is unlinked as soon as it exists (nothing can leak
 in /dev/shm), so only forked children can map it. ``spawn()`` therefore
@@ -24,6 +31,8 @@ from ember import _C
 def _share_memory_(self):
     """Moves the storage into shared memory in place (views follow); a
     no-op when already shared. Returns self."""
+    if not isinstance(self, ember.Tensor):
+        raise TypeError("share_memory_(): self must be a Tensor, not " + type(self).__name__)
     _C._dl_share_memory(self)
     return self
 
@@ -42,16 +51,22 @@ if not hasattr(ember.Tensor, "is_shared"):
 _IMPL_NAMES = ("Process", "Queue", "SimpleQueue", "Pipe", "Event", "Lock", "Barrier", "Value",
                "Array", "get_context", "spawn", "start_processes", "ProcessContext",
                "ProcessRaisedException", "ProcessExitedException", "ProcessException",
-               "get_all_start_methods", "set_start_method", "get_start_method", "cpu_count")
+               "get_all_start_methods", "set_start_method", "get_start_method", "cpu_count",
+               "get_all_sharing_strategies", "get_sharing_strategy", "set_sharing_strategy")
 __all__ = list(_IMPL_NAMES)
 
 
 def __getattr__(name):
-    if name in _IMPL_NAMES:
+    """Names of _impl, then the rest of Python's multiprocessing (Pool,
+    Manager, JoinableQueue, RLock, current_process, ...) in its fork
+    context, as torch.multiprocessing re-exports multiprocessing."""
+    if not name.startswith("_"):
         from ember.multiprocessing import _impl
         return getattr(_impl, name)
     raise AttributeError("module 'ember.multiprocessing' has no attribute '{}'".format(name))
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_IMPL_NAMES))
+    from ember.multiprocessing import _impl
+    return sorted(set(globals()) | set(_IMPL_NAMES) |
+                  {n for n in dir(_impl._ctx) if not n.startswith("_")})

@@ -559,10 +559,16 @@ class Module:
         return self._apply(lambda t: t.to(ember.bfloat16) if t.is_floating_point() else t)
 
     def share_memory(self):
-        """Moves the parameters and buffers into shared memory (in place), so
-        that processes forked afterwards (ember.multiprocessing) train one
-        model together, Hogwild style."""
-        ts = [t for t in itertools.chain(self.parameters(), self.buffers())]
+        """Moves the parameters, their gradients where they exist, and the
+        buffers into shared memory (in place), so that processes forked
+        afterwards (ember.multiprocessing) train one model together,
+        Hogwild style."""
+        ts = []
+        for p in self.parameters():
+            ts.append(p)
+            if p.grad is not None:
+                ts.append(p.grad)
+        ts.extend(self.buffers())
         if ts:
             ember._C._dl_share_memory(ts)
         return self
