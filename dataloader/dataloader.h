@@ -427,9 +427,13 @@ EM_API em_tensor *em_dl_empty_shared(int ndim, const int64_t *shape, em_dtype dt
  * The rule: the em_storage object stays the same and only its memory moves,
  * so t and every view of that storage (slices, transposes, autograd's saved
  * copies) see the shared memory at once; only raw pointers taken earlier
- * (em_tensor_data, a NumPy array over the old memory) go stale. No-op when
- * already shared and for CUDA tensors. Not thread-safe against concurrent
- * use of the same storage. */
+ * (em_tensor_data, a NumPy array over the old memory) go stale: the old
+ * memory's pages go back to the kernel (the tensor is not held twice)
+ * while its addresses stay reserved until the storage dies, so such a
+ * pointer reads zeros and never reaches a tensor allocated later (memory
+ * of another owner, from_blob, goes back to its owner at once). No-op
+ * when already shared and for CUDA tensors. Calls run one at a time;
+ * using the tensor from another thread during the move is not safe. */
 EM_API em_status em_dl_share_memory(em_tensor *t);
 /* The same for a list (a module's parameters and buffers): all storages
  * not yet shared move into one segment (space checked once). */
