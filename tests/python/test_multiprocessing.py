@@ -84,6 +84,9 @@ _PARENT = textwrap.dedent("""
             time.sleep(0.05)
     if sys.argv[1] == "spawn":
         mp.spawn(forever, nprocs=2)
+    elif sys.argv[1] == "pool":
+        with mp.Pool(2) as pool:
+            pool.map(forever, range(2))
     else:
         ps = [mp.Process(target=forever) for _ in range(2)]
         for p in ps:
@@ -254,7 +257,7 @@ class TestMultiprocessing(unittest.TestCase):
         return not left
 
     def test_killed_parent_leaves_no_child(self):
-        for how in ("spawn", "process"):
+        for how in ("spawn", "process", "pool"):
             p, kids = self._run_parent(how)
             os.kill(p.pid, signal.SIGKILL)
             p.wait()

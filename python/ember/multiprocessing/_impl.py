@@ -17,7 +17,7 @@ __all__ = ["Process", "Queue", "SimpleQueue", "Pipe", "Event", "Lock", "Barrier"
            "get_start_method", "cpu_count", "get_all_sharing_strategies", "get_sharing_strategy",
            "set_sharing_strategy"]
 
-_ctx = _mp.get_context("fork")
+_fork = _mp.get_context("fork")
 
 
 def __getattr__(name):
@@ -42,7 +42,7 @@ def _die_with_parent(parent_pid):
         os._exit(1)
 
 
-class Process(_ctx.Process):
+class Process(_fork.Process):
     """multiprocessing's Process (fork), whose child dies with its parent.
     Only when started from the main thread: the kernel ties the child to
     the thread that forked it, and a helper thread that ends would take
@@ -56,6 +56,15 @@ class Process(_ctx.Process):
         if getattr(self, "_ember_from_main", False):
             _die_with_parent(self._parent_pid)
         return super()._bootstrap(*args, **kwargs)
+
+
+class _ForkContext(type(_fork)):
+    """The fork context whose processes are ember's Process: Pool workers
+    and a Manager's server die with their parent too."""
+    Process = Process
+
+
+_ctx = _ForkContext()
 
 
 Queue = _ctx.Queue
