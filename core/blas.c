@@ -139,9 +139,59 @@ static bool verify(void) {
   return ok;
 }
 
+/* ---- fork against GEMM -------------------------------------------------------------
+ *
+ * OpenBLAS stops its thread pool in a pthread_atfork prepare handler. A
+ * GEMM running in another thread meanwhile waits forever for pool threads
+ * that are gone, and a child forked during the first GEMM's start-up
+ * hangs in its own. So every GEMM holds use_lock for reading, and a fork
+ * takes it for writing (waiting for the GEMMs in flight) before OpenBLAS's
+ * handler runs: prepare handlers run in the reverse order of their
+ * registration, so ours is registered again after each dlopen (which
+ * registers OpenBLAS's), and counts per thread so that only the first
+ * one to run locks. */
+static pthread_rwlock_t use_lock;
+static pthread_once_t use_lock_once = PTHREAD_ONCE_INIT;
+static __thread int fork_depth;
+
+static void use_lock_reset(void) {
+  pthread_rwlockattr_t a;
+  pthread_rwlockattr_init(&a);
+  /* a fork is not starved by threads that keep multiplying */
+  pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&use_lock, &a);
+  pthread_rwlockattr_destroy(&a);
+}
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+/* Registered once before OpenBLAS loads, too: a fork while it loads waits
+ * for the loading to end. */
+static void use_lock_init(void) {
+  use_lock_reset();
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void fork_prepare(void) {
+  if (fork_depth++ == 0) pthread_rwlock_wrlock(&use_lock);
+}
+
+static void fork_parent(void) {
+  if (--fork_depth == 0) pthread_rwlock_unlock(&use_lock);
+}
+
+/* The child's thread has a new thread id, which glibc's unlock would take
+ * for a reader's: the lock starts afresh (no other thread exists here). */
+static void fork_child(void) {
+  if (--fork_depth == 0) use_lock_reset();
+}
+
 static bool try_load(const char *name) {
   blas.handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
   if (!blas.handle) return false;
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
   blas.sgemm = (sgemm_fn)dlsym(blas.handle, "cblas_sgemm");
   blas.dgemm = (dgemm_fn)dlsym(blas.handle, "cblas_dgemm");
   blas.set_threads = (void (*)(int))dlsym(blas.handle, "openblas_set_num_threads");
@@ -258,8 +308,18 @@ static inline void ensure(void) {
   }
 }
 
-const char *em_blas_info(void) {
+/* ensure() and the GEMM after it run under use_lock (see fork_prepare). */
+static inline void use_begin(void) {
+  pthread_once(&use_lock_once, use_lock_init);
+  pthread_rwlock_rdlock(&use_lock);
   ensure();
+}
+
+static inline void use_end(void) { pthread_rwlock_unlock(&use_lock); }
+
+const char *em_blas_info(void) {
+  use_begin();
+  use_end();
   return blas.info;
 }
 
@@ -276,23 +336,25 @@ static bool fits_int(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, 
 void em__sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  ensure();
+  use_begin();
   if (blas.sgemm && fits_int(m, n, k, lda, ldb, ldc))
     blas.sgemm(ROW_MAJOR, ta ? TRANS : NO_TRANS, tb ? TRANS : NO_TRANS, (int)m, (int)n, (int)k,
                alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
   else
     fallback_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  use_end();
 }
 
 void em__dgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double *a,
                int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  ensure();
+  use_begin();
   if (blas.dgemm && fits_int(m, n, k, lda, ldb, ldc))
     blas.dgemm(ROW_MAJOR, ta ? TRANS : NO_TRANS, tb ? TRANS : NO_TRANS, (int)m, (int)n, (int)k,
                alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
   else
     fallback_dgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  use_end();
 }
 
 /* ---- configuration -------------------------------------------------------------------- */

@@ -7,6 +7,12 @@
  * relative; float32 1e-5 relative + 1e-5 absolute (BLAS may reorder sums);
  * float16 1e-3 and bfloat16 8e-3 relative (one rounding of a float sum);
  * integers exact. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "core/core_impl.h"
 #include "tests/harness.h"
 
@@ -856,6 +862,62 @@ EM_TEST(thread_count_independent) {
   ASSERT_TRUE(memcmp(em_tensor_data(r1), em_tensor_data(r2), 200 * 50 * sizeof(int32_t)) == 0);
   CHECK_MATMUL(r2, a, b, EM_INT32);
   em_tensor_release(a), em_tensor_release(b), em_tensor_release(r1), em_tensor_release(r2);
+}
+
+/* ---- fork while another thread multiplies ------------------------------------------------- */
+
+static atomic_bool mul_stop;
+
+static void *keep_multiplying(void *arg) {
+  em_tensor *a = arg;
+  while (!atomic_load(&mul_stop)) em_tensor_release(em_tensor_matmul(a, a));
+  return NULL;
+}
+
+/* c == a @ a for square a of n x n floats, against a double loop. */
+static bool square_ok(em_tensor *a, em_tensor *c, int n) {
+  if (!c) return false;
+  const float *x = em_tensor_data(a), *y = em_tensor_data(c);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) {
+      double acc = 0;
+      for (int k = 0; k < n; k++) acc += (double)x[i * n + k] * x[k * n + j];
+      if (fabs(acc - y[i * n + j]) > 1e-4 * (1 + fabs(acc))) return false;
+    }
+  return true;
+}
+
+/* A DataLoader or Hogwild fork while another thread is inside a GEMM
+ * (OpenBLAS stops its thread pool on fork): neither the parent's GEMM nor
+ * the child's may hang or crash, from the very first GEMM (the thread's,
+ * which loads BLAS) on. SIGALRM ends a hang as a failure. */
+EM_TEST(fork_while_another_thread_multiplies) {
+  enum { N = 160 };
+  em_set_num_threads(2);
+  em_tensor *a = em_tensor_randn(EM_DIMS(N, N), EM_FLOAT32, NULL);
+  atomic_store(&mul_stop, false);
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, keep_multiplying, a), 0);
+  alarm(120);
+  int bad = 0;
+  for (int r = 0; r < 25; r++) {
+    fflush(NULL);
+    pid_t p = fork();
+    if (p == 0) {
+      alarm(20);
+      _exit(square_ok(a, em_tensor_matmul(a, a), N) ? 0 : 1);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+  }
+  atomic_store(&mul_stop, true);
+  pthread_join(th, NULL);
+  alarm(0);
+  ASSERT_EQ(bad, 0);
+  em_tensor *c = em_tensor_matmul(a, a);
+  ASSERT_TRUE(square_ok(a, c, N));
+  em_tensor_release(c), em_tensor_release(a);
 }
 
 EM_TEST_MAIN()
