@@ -279,7 +279,9 @@ em_status em_dl_collate(em_dl_collate_fn fn, void *ctx, int n, em_dl_sample *sam
   if (!fn) fn = em_dl_default_collate;
   em_dl_batch_builder b;
   em__dl_builder_init_heap(&b);
+  em_clear_error();
   em_status st = fn(ctx, n, samples, &b);
+  if (st) em__dl_callback_failed(st, "collate_fn");
   if (!st) st = em__dl_builder_finish_heap(&b, out);
   em__dl_builder_deinit(&b);
   return st;
@@ -293,6 +295,9 @@ em_status em_dl_default_collate(void *ctx, int n, em_dl_sample *samples,
     return em__set_error(EM_ERR_INVALID, "default_collate: empty batch");
   int nf = samples[0].n;
   if (nf < 1) return em__set_error(EM_ERR_INVALID, "default_collate: sample 0 has no fields");
+  if (nf > EM_DL_MAX_FIELDS)
+    return em__set_error(EM_ERR_INVALID, "default_collate: sample 0 has %d fields (at most %d)",
+                         nf, EM_DL_MAX_FIELDS);
   for (int i = 1; i < n; i++)
     if (samples[i].n != nf)
       return em__set_error(EM_ERR_INVALID,

@@ -208,6 +208,26 @@ void em__dl_wake(_Atomic int *sleeping, int efd);
 size_t em__dl_mbox_bytes(int64_t batch_size);
 struct em__dl_task_msg *em__dl_task_entry(struct em__dl_mbox *m, int64_t batch_size, uint64_t i);
 
+/* Bounds on loader options: a batch's size, the batches in flight over
+ * all workers (prefetch_factor x num_workers), a slot's size. */
+#define EM_DL_MAX_BATCH ((int64_t)1 << 40)
+#define EM_DL_MAX_PREFETCH 65536
+#define EM_DL_MAX_SLOT ((size_t)1 << 62)
+
+/* Samples filled by user callbacks: cleared before (so that the fields
+ * filled are the non-NULL ones), checked after; a bad field count
+ * releases what was filled and is an error naming who returned it. */
+void em__dl_sample_clear(em_dl_sample *s);
+static inline bool em__dl_sample_ok(const em_dl_sample *s) {
+  return s->n >= 0 && s->n <= EM_DL_MAX_FIELDS;
+}
+em_status em__dl_sample_bad(em_dl_sample *s, const char *who);
+/* After a user callback failed with st: if it set no error message, one
+ * naming what failed ("<fmt> failed without a message"); returns st, or
+ * EM_ERR_STATE for a failure reported as OK. */
+em_status em__dl_callback_failed(em_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* The worker process body; never returns. */
 _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg);
 

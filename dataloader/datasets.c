@@ -1,7 +1,10 @@
 /* Datasets: the callback object, samples, TensorDataset, Subset,
  * ConcatDataset and random_split. */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dataloader/dataloader_impl.h"
 
@@ -12,6 +15,10 @@ const em_dl_worker_info *em_dl_get_worker_info(void) { return em__dl_worker_info
 /* ---- samples ------------------------------------------------------------------ */
 
 em_status em_dl_sample_push(em_dl_sample *s, em_tensor *t) {
+  if (!s) {
+    em_tensor_release(t);
+    return em__set_error(EM_ERR_INVALID, "sample: NULL sample");
+  }
   if (!t) return em__set_error(EM_ERR_INVALID, "sample: cannot add a NULL tensor");
   if (s->n >= EM_DL_MAX_FIELDS) {
     em_tensor_release(t);
@@ -23,8 +30,31 @@ em_status em_dl_sample_push(em_dl_sample *s, em_tensor *t) {
 
 void em_dl_sample_release(em_dl_sample *s) {
   if (!s) return;
-  for (int i = 0; i < s->n; i++) em_tensor_release(s->t[i]);
+  int n = s->n < 0 ? 0 : s->n > EM_DL_MAX_FIELDS ? EM_DL_MAX_FIELDS : s->n;
+  for (int i = 0; i < n; i++) em_tensor_release(s->t[i]);
   s->n = 0;
+}
+
+void em__dl_sample_clear(em_dl_sample *s) { memset(s, 0, sizeof *s); }
+
+em_status em__dl_callback_failed(em_status st, const char *fmt, ...) {
+  if (!st) st = EM_ERR_STATE;
+  if (em_last_status() != EM_OK && em_last_error()[0]) return st;
+  char what[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  return em__set_error(st, "%s failed without an error message", what);
+}
+
+em_status em__dl_sample_bad(em_dl_sample *s, const char *who) {
+  int n = s->n;
+  /* the fields it did fill are the non-NULL ones (em__dl_sample_clear) */
+  for (int i = 0; i < EM_DL_MAX_FIELDS; i++) em_tensor_release(s->t[i]);
+  s->n = 0;
+  return em__set_error(EM_ERR_INVALID, "%s returned a sample of %d fields (0 to %d)", who, n,
+                       EM_DL_MAX_FIELDS);
 }
 
 /* ---- the dataset object ----------------------------------------------------------- */
@@ -52,6 +82,7 @@ em_dl_dataset *em_dl_dataset_create(const em_dl_dataset_ops *ops, void *ctx) {
 }
 
 em_dl_dataset *em_dl_dataset_retain(em_dl_dataset *d) {
+  if (!d) return NULL;
   atomic_fetch_add_explicit(&d->refcount, 1, memory_order_relaxed);
   return d;
 }
@@ -94,14 +125,22 @@ em_status em_dl_dataset_get(em_dl_dataset *d, int64_t index, em_dl_sample *out) 
   if (i < 0 || i >= n)
     return em__set_error(EM_ERR_INDEX, "%s: index %lld is out of range for a dataset of length %lld",
                          d->ops.name, (long long)index, (long long)n);
-  out->n = 0;
+  em__dl_sample_clear(out);
+  em_clear_error();
   em_status st = d->ops.get(d->ctx, i, out);
   if (st) {
+    if (out->n < 0 || out->n > EM_DL_MAX_FIELDS) out->n = EM_DL_MAX_FIELDS; /* release the filled */
     em_dl_sample_release(out);
     if (em_last_status() == EM_OK) em__set_error(st, "%s: get(%lld) failed", d->ops.name,
                                                  (long long)i);
+    return st;
   }
-  return st;
+  if (!em__dl_sample_ok(out)) {
+    char who[96];
+    snprintf(who, sizeof who, "%s: get(%lld)", d->ops.name, (long long)i);
+    return em__dl_sample_bad(out, who);
+  }
+  return EM_OK;
 }
 
 /* ---- TensorDataset -------------------------------------------------------------------- */
@@ -279,7 +318,10 @@ em_dl_dataset *em_dl_concat_dataset_create(int n, em_dl_dataset *const *datasets
       concat_destroy(c);
       return NULL;
     }
-    total += len;
+    if (__builtin_add_overflow(total, len, &total)) {
+      concat_destroy(c);
+      return EM_FAIL(EM_ERR_INVALID, "ConcatDataset: the lengths add up past 2^63");
+    }
     c->cum[k] = total;
     c->d[k] = em_dl_dataset_retain(datasets[k]);
     c->n = k + 1;
@@ -308,7 +350,8 @@ em_status em_dl_random_split(em_dl_dataset *d, int n, const int64_t *lengths, em
     if (lengths[k] < 0)
       return em__set_error(EM_ERR_INVALID, "random_split: length %lld at index %d is negative",
                            (long long)lengths[k], k);
-    sum += lengths[k];
+    if (__builtin_add_overflow(sum, lengths[k], &sum))
+      return em__set_error(EM_ERR_INVALID, "random_split: the lengths add up past 2^63");
   }
   if (sum != len)
     return em__set_error(EM_ERR_INVALID,

@@ -453,7 +453,11 @@ static dl_task *task_of(em_dl_iter *it, int64_t batch) { return &it->tasks[batch
 static em_status next_indices(em_dl_iter *it, const int64_t **idx, int64_t *n) {
   if (it->l->bsampler) return em_dl_sampler_iter_next(it->sit, idx, n);
   if (it->chunk_pos == it->chunk_n) {
-    EM_CHECK(em_dl_sampler_iter_next(it->sit, &it->chunk, &it->chunk_n));
+    const int64_t *chunk;
+    int64_t chunk_n;
+    EM_CHECK(em_dl_sampler_iter_next(it->sit, &chunk, &chunk_n));
+    it->chunk = chunk;
+    it->chunk_n = chunk_n;
     it->chunk_pos = 0;
     if (it->chunk_n == 0) {
       *n = 0;
@@ -1186,6 +1190,8 @@ static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
 
 static em_status grow_samples(em_dl_iter *it, int64_t n) {
   if (n <= it->samples_cap) return EM_OK;
+  if ((uint64_t)n > SIZE_MAX / sizeof(em_dl_sample))
+    return em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory for %lld samples", (long long)n);
   em_dl_sample *s = realloc(it->samples, (size_t)n * sizeof *s);
   if (!s) return em__set_error(EM_ERR_NOMEM, "DataLoader: out of memory for %lld samples", (long long)n);
   it->samples = s;
@@ -1217,14 +1223,27 @@ static em_status next_inproc(em_dl_iter *it, em_dl_batch *out, bool *done) {
     EM_CHECK(grow_samples(it, want));
     while (got < want && !it->src_done) {
       bool d = false;
-      it->samples[got].n = 0;
-      st = l->ds->ops.iter_next(l->ds->ctx, it->ds_state, &it->samples[got], &d);
+      em_dl_sample *s = &it->samples[got];
+      em__dl_sample_clear(s);
+      em_clear_error();
+      st = l->ds->ops.iter_next(l->ds->ctx, it->ds_state, s, &d);
+      if (!st && !em__dl_sample_ok(s)) {
+        char who[96];
+        snprintf(who, sizeof who, "%s: iter_next", l->ds->ops.name);
+        st = em__dl_sample_bad(s, who);
+      }
       if (st) {
-        em_dl_sample_release(&it->samples[got]);
+        if (!em__dl_sample_ok(s)) s->n = EM_DL_MAX_FIELDS; /* release what it filled */
+        em_dl_sample_release(s);
+        em__dl_callback_failed(st, "%s: iter_next", l->ds->ops.name);
         goto fail;
       }
-      if (d) it->src_done = true;
-      else got++;
+      if (d) {
+        em_dl_sample_release(s); /* fields with done: not a sample */
+        it->src_done = true;
+      } else {
+        got++;
+      }
     }
     if (got == 0 || (got < want && l->o.drop_last && l->o.batch_size > 0)) {
       for (int64_t i = 0; i < got; i++) em_dl_sample_release(&it->samples[i]);
@@ -1276,6 +1295,10 @@ em_dl_loader *em_dl_loader_create(em_dl_dataset *d, const em_dl_loader_options *
   if (o->prefetch_factor < 0)
     return EM_FAIL(EM_ERR_INVALID, "DataLoader: prefetch_factor option should be positive, got %d",
                    o->prefetch_factor);
+  if ((int64_t)o->prefetch_factor * o->num_workers > EM_DL_MAX_PREFETCH)
+    return EM_FAIL(EM_ERR_INVALID, "DataLoader: prefetch_factor=%d x num_workers=%d batches in "
+                   "flight is too many (at most %d)", o->prefetch_factor, o->num_workers,
+                   EM_DL_MAX_PREFETCH);
   if (o->prefetch_factor > 0 && o->num_workers == 0)
     return EM_FAIL(EM_ERR_INVALID, "DataLoader: prefetch_factor option could only be specified in "
                    "multiprocessing.let num_workers > 0 to enable multiprocessing.");
@@ -1284,6 +1307,12 @@ em_dl_loader *em_dl_loader_create(em_dl_dataset *d, const em_dl_loader_options *
   if (o->batch_size < 0)
     return EM_FAIL(EM_ERR_INVALID, "DataLoader: batch_size should be a positive integer value, but "
                    "got batch_size=%lld", (long long)o->batch_size);
+  if (o->slot_bytes > EM_DL_MAX_SLOT)
+    return EM_FAIL(EM_ERR_INVALID, "DataLoader: slot_bytes=%zu is too large (at most 2^62)",
+                   o->slot_bytes);
+  if (o->batch_size > EM_DL_MAX_BATCH)
+    return EM_FAIL(EM_ERR_INVALID, "DataLoader: batch_size=%lld is too large (at most 2^40)",
+                   (long long)o->batch_size);
   if (o->slot_bytes && o->slot_bytes < EM_DL_SLOT_HDR + EM_DL_ALIGN)
     return EM_FAIL(EM_ERR_INVALID, "DataLoader: slot_bytes=%zu is smaller than a slot's header "
                    "(%zu bytes) plus data", o->slot_bytes, (size_t)EM_DL_SLOT_HDR);
@@ -1440,7 +1469,12 @@ em_dl_iter *em_dl_loader_iter(em_dl_loader *l) {
   }
   if (l->iterable) {
     if (o->num_workers == 0) {
-      if (l->ds->ops.iter_begin(l->ds->ctx, NULL, &it->ds_state)) goto fail;
+      em_clear_error();
+      em_status st = l->ds->ops.iter_begin(l->ds->ctx, NULL, &it->ds_state);
+      if (st) {
+        em__dl_callback_failed(st, "%s: iter_begin", l->ds->ops.name);
+        goto fail;
+      }
       it->ds_live = true;
     }
   } else {
@@ -1541,7 +1575,7 @@ void em_dl_iter_destroy(em_dl_iter *it) {
 }
 
 int em_dl_iter_worker_pids(em_dl_iter *it, pid_t *pids, int max) {
-  if (!it || !it->pool) return 0;
+  if (!it || !it->pool || !pids) return 0;
   int k = 0;
   for (int i = 0; i < it->pool->n && k < max; i++) pids[k++] = it->pool->w[i].pid;
   return k;

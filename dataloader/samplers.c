@@ -28,6 +28,7 @@ em_dl_sampler *em_dl_sampler_create(const em_dl_sampler_ops *ops, void *ctx) {
 }
 
 em_dl_sampler *em_dl_sampler_retain(em_dl_sampler *s) {
+  if (!s) return NULL;
   atomic_fetch_add_explicit(&s->refcount, 1, memory_order_relaxed);
   return s;
 }
@@ -58,7 +59,10 @@ em_dl_sampler_iter *em_dl_sampler_iter_create(em_dl_sampler *s) {
   em_dl_sampler_iter *it = calloc(1, sizeof *it);
   if (!it) return EM_FAIL(EM_ERR_NOMEM, "sampler iter: out of memory");
   it->s = em_dl_sampler_retain(s);
-  if (s->ops.begin(s->ctx, &it->state) != EM_OK) {
+  em_clear_error();
+  em_status st = s->ops.begin(s->ctx, &it->state);
+  if (st != EM_OK) {
+    em__dl_callback_failed(st, "begin");
     em__prefix_error("%s", s->ops.name);
     em_dl_sampler_release(s);
     free(it);
@@ -69,11 +73,22 @@ em_dl_sampler_iter *em_dl_sampler_iter_create(em_dl_sampler *s) {
 }
 
 em_status em_dl_sampler_iter_next(em_dl_sampler_iter *it, const int64_t **idx, int64_t *n) {
+  if (!idx || !n) return em__set_error(EM_ERR_INVALID, "sampler next: NULL output");
   *n = 0;
   *idx = NULL;
+  if (!it) return em__set_error(EM_ERR_INVALID, "sampler next: iterator is NULL");
   if (it->done) return EM_OK;
+  em_clear_error();
   em_status st = it->s->ops.next(it->s->ctx, it->state, idx, n);
-  if (st) return st;
+  if (!st && *n > 0 && !*idx)
+    st = em__set_error(EM_ERR_INVALID, "%s: next returned %lld indices but no array",
+                       it->s->ops.name, (long long)*n);
+  if (st) {
+    *n = 0; /* nothing half-taken: the next call starts clean */
+    *idx = NULL;
+    em__dl_callback_failed(st, "%s: next", it->s->ops.name);
+    return st;
+  }
   if (*n <= 0) {
     *n = 0;
     it->done = true;
@@ -89,6 +104,7 @@ void em_dl_sampler_iter_destroy(em_dl_sampler_iter *it) {
 }
 
 em_status em_dl_sampler_collect(em_dl_sampler *s, int64_t max_n, int64_t **out, int64_t *n) {
+  if (!out || !n) return em__set_error(EM_ERR_INVALID, "sampler collect: NULL output");
   *out = NULL;
   *n = 0;
   em_dl_sampler_iter *it = em_dl_sampler_iter_create(s);
@@ -270,6 +286,9 @@ em_dl_sampler *em_dl_random_sampler_create(int64_t n, bool replacement, int64_t 
     return EM_FAIL(EM_ERR_INVALID,
                    "RandomSampler: num_samples should be a positive integer value, but got "
                    "num_samples=%lld",
+                   (long long)num_samples);
+  if (n == 0)
+    return EM_FAIL(EM_ERR_INVALID, "RandomSampler: cannot draw %lld samples from an empty dataset",
                    (long long)num_samples);
   rand_ctx *c = malloc(sizeof *c);
   if (!c) return EM_FAIL(EM_ERR_NOMEM, "RandomSampler: out of memory");
@@ -460,6 +479,10 @@ em_dl_sampler *em_dl_weighted_random_sampler_create(int64_t n, const double *wei
     return EM_FAIL(EM_ERR_INVALID,
                    "WeightedRandomSampler: invalid multinomial distribution (sum of probabilities "
                    "<= 0)");
+  if (!isfinite(sum))
+    return EM_FAIL(EM_ERR_INVALID,
+                   "WeightedRandomSampler: the weights add up to more than a double holds; scale "
+                   "them down");
   if (!replacement && num_samples > n)
     return EM_FAIL(EM_ERR_INVALID,
                    "WeightedRandomSampler: cannot sample n_sample > prob_dist.size(-1) samples "
@@ -528,7 +551,7 @@ static em_status batch_begin(void *ctx, void **state) {
   s->it = em_dl_sampler_iter_create(c->inner);
   if (!s->it) {
     free(s);
-    return em_last_status();
+    return em_last_status(); /* set: em_dl_sampler_iter_create always fails with one */
   }
   s->chunk = NULL;
   s->chunk_n = s->chunk_pos = 0;
@@ -542,7 +565,11 @@ static em_status batch_next(void *ctx, void *state, const int64_t **idx, int64_t
   int64_t k = 0;
   while (k < c->batch_size) {
     if (s->chunk_pos == s->chunk_n) {
-      EM_CHECK(em_dl_sampler_iter_next(s->it, &s->chunk, &s->chunk_n));
+      const int64_t *chunk;
+      int64_t chunk_n;
+      EM_CHECK(em_dl_sampler_iter_next(s->it, &chunk, &chunk_n));
+      s->chunk = chunk;
+      s->chunk_n = chunk_n;
       s->chunk_pos = 0;
       if (s->chunk_n == 0) break;
     }
@@ -574,7 +601,7 @@ em_dl_sampler *em_dl_batch_sampler_create(em_dl_sampler *s, int64_t batch_size, 
   if (!s) return EM_FAIL(EM_ERR_INVALID, "BatchSampler: sampler is NULL");
   if (s->ops.is_batch)
     return EM_FAIL(EM_ERR_INVALID, "BatchSampler: %s already yields batches", s->ops.name);
-  if (batch_size <= 0 || batch_size > ((int64_t)1 << 40))
+  if (batch_size <= 0 || batch_size > EM_DL_MAX_BATCH)
     return EM_FAIL(EM_ERR_INVALID,
                    "BatchSampler: batch_size should be a positive integer value, but got "
                    "batch_size=%lld",
@@ -641,7 +668,10 @@ static em_status dist_begin(void *ctx, void **state) {
   /* Position p of the padded (or truncated) list is all[p % len]; the
    * uneven split takes the list as is. */
   int64_t end = c->o.uneven ? len : c->total_size;
-  for (int64_t p = r; p < end; p += R) out[1 + k++] = all[p % len];
+  for (int64_t p = r; p < end;) {
+    out[1 + k++] = all[p % len];
+    if (__builtin_add_overflow(p, R, &p)) break;
+  }
   assert(k == c->num_samples);
   free(all);
   *state = out;
@@ -686,12 +716,14 @@ em_dl_sampler *em_dl_distributed_sampler_create(int64_t dataset_len,
     c->num_samples = dataset_len / R + (o->rank < dataset_len % R ? 1 : 0);
     c->total_size = dataset_len;
   } else {
-    if (o->drop_last && dataset_len % R != 0)
-      c->num_samples = (dataset_len - R + R - 1) / R; /* ceil((len - R) / R), len > R here */
-    else
-      c->num_samples = (dataset_len + R - 1) / R;
-    if (c->num_samples < 0) c->num_samples = 0;
-    c->total_size = c->num_samples * R;
+    /* torch: ceil((len - R) / R) with drop_last, else ceil(len / R); the
+     * first is floor(len / R) */
+    c->num_samples = dataset_len / R + (!o->drop_last && dataset_len % R != 0);
+    if (__builtin_mul_overflow(c->num_samples, R, &c->total_size)) {
+      free(c);
+      return EM_FAIL(EM_ERR_INVALID, "DistributedSampler: num_replicas=%lld is too large",
+                     (long long)R);
+    }
   }
   static const em_dl_sampler_ops ops = {.name = "DistributedSampler", .len = dist_len,
                                         .begin = dist_begin, .next = dist_next,

@@ -264,6 +264,8 @@ static void wk_ring_or_none(wk *w, size_t slot_bytes) {
 
 static em_status wk_grow_samples(wk *w, int64_t n) {
   if (n <= w->samples_cap) return EM_OK;
+  if ((uint64_t)n > SIZE_MAX / sizeof(em_dl_sample))
+    return em__set_error(EM_ERR_NOMEM, "out of memory for %lld samples", (long long)n);
   em_dl_sample *s = realloc(w->samples, (size_t)n * sizeof *s);
   if (!s) return em__set_error(EM_ERR_NOMEM, "out of memory for %lld samples", (long long)n);
   w->samples = s;
@@ -311,17 +313,26 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
     }
     for (; got < want; got++) {
       bool done = false;
-      w->samples[got].n = 0;
+      em_dl_sample *s = &w->samples[got];
+      em__dl_sample_clear(s);
       em_clear_error();
       wk_check_hangup(w);
-      st = c->dataset->ops.iter_next(c->dataset->ctx, w->iter_state, &w->samples[got], &done);
+      st = c->dataset->ops.iter_next(c->dataset->ctx, w->iter_state, s, &done);
+      if (!st && !em__dl_sample_ok(s)) {
+        char who[96];
+        snprintf(who, sizeof who, "%s: iter_next", c->dataset->ops.name);
+        st = em__dl_sample_bad(s, who);
+      }
       if (st) {
-        em_dl_sample_release(&w->samples[got]);
+        if (!em__dl_sample_ok(s)) s->n = EM_DL_MAX_FIELDS; /* release what it filled */
+        em_dl_sample_release(s);
         wk_release_samples(w, got);
+        em__dl_callback_failed(st, "%s: iter_next", c->dataset->ops.name);
         wk_error(w, EM_DL_MSG_ERROR, batch, slot, -1, st, "%s", em_last_error());
         return;
       }
       if (done) {
+        em_dl_sample_release(s); /* fields with done: not a sample */
         w->exhausted = true;
         break;
       }
@@ -348,6 +359,7 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
   if (!st) st = fn(c->collate_ctx, (int)got, w->samples, &b);
   wk_release_samples(w, got);
   if (st) {
+    em__dl_callback_failed(st, "collate_fn");
     wk_error(w, EM_DL_MSG_ERROR, batch, slot, -1, st, "collate_fn: %s", em_last_error());
     em__dl_builder_deinit(&b);
     return;
@@ -409,8 +421,11 @@ static void wk_iter_restart(wk *w) {
   w->exhausted = false;
   w->iter_state = NULL;
   em_clear_error();
-  if (c->dataset->ops.iter_begin(c->dataset->ctx, &w->info, &w->iter_state))
+  em_status st = c->dataset->ops.iter_begin(c->dataset->ctx, &w->info, &w->iter_state);
+  if (st) {
+    em__dl_callback_failed(st, "%s: iter_begin", c->dataset->ops.name);
     wk_fatal(w, "iter_begin of the dataset failed");
+  }
   w->iter_live = true;
 }
 
@@ -512,7 +527,11 @@ _Noreturn void em__dl_worker_main(const em__dl_worker_cfg *cfg) {
   em_manual_seed(cfg->seed);
   if (cfg->worker_init_fn) {
     em_clear_error();
-    if (cfg->worker_init_fn(cfg->worker_init_ctx, cfg->id)) wk_fatal(&w, "worker_init_fn failed");
+    em_status st = cfg->worker_init_fn(cfg->worker_init_ctx, cfg->id);
+    if (st) {
+      em__dl_callback_failed(st, "worker_init_fn");
+      wk_fatal(&w, "worker_init_fn failed");
+    }
   }
   if (cfg->slot_bytes) wk_ring_or_none(&w, cfg->slot_bytes);
   if (cfg->iterable) wk_iter_restart(&w);

@@ -370,4 +370,44 @@ EM_TEST(slot_read_refuses_corrupt_slots) {
   free(slot);
 }
 
+/* ---- user mistakes in datasets ------------------------------------------------------------ */
+
+static int64_t wide_len(void *ctx) { return 4; }
+static int64_t big_len(void *ctx) { return INT64_MAX / 2 + 1; }
+/* fills 33 fields (writing n directly, as a careless callback might) */
+static em_status wide_get(void *ctx, int64_t i, em_dl_sample *out) {
+  for (int k = 0; k < 3; k++) out->t[k] = em_tensor_scalar(em_scalar_int(k), EM_INT64);
+  out->n = *(int *)ctx;
+  return EM_OK;
+}
+
+EM_TEST(dataset_mistakes) {
+  int n = 33;
+  static const em_dl_dataset_ops ops = {.name = "Wide", .len = wide_len, .get = wide_get};
+  em_dl_dataset *d = em_dl_dataset_create(&ops, &n);
+  em_dl_sample s;
+  /* the three fields it made are released (ASan would see a leak) */
+  ASSERT_ERR(em_dl_dataset_get(d, 1, &s), EM_ERR_INVALID,
+             "Wide: get(1) returned a sample of 33 fields (0 to 32)");
+  n = -2;
+  ASSERT_ERR(em_dl_dataset_get(d, 1, &s), EM_ERR_INVALID, "returned a sample of -2 fields");
+  n = 3;
+  ASSERT_OK(em_dl_dataset_get(d, 1, &s));
+  ASSERT_EQ(s.n, 3);
+  em_dl_sample_release(&s);
+  ASSERT_ERR(em_dl_sample_push(NULL, em_tensor_scalar(em_scalar_int(1), EM_INT64)),
+             EM_ERR_INVALID, "NULL sample");
+  ASSERT_TRUE(em_dl_dataset_retain(NULL) == NULL);
+  /* lengths that add up past 2^63 */
+  static const em_dl_dataset_ops big_ops = {.name = "Big", .len = big_len, .get = wide_get};
+  em_dl_dataset *big = em_dl_dataset_create(&big_ops, &n);
+  em_dl_dataset *two[2] = {big, big};
+  ASSERT_NULL_ERR(em_dl_concat_dataset_create(2, two), EM_ERR_INVALID, "add up past 2^63");
+  int64_t lens[3] = {INT64_MAX, INT64_MAX, 2};
+  em_dl_dataset *parts[3];
+  ASSERT_ERR(em_dl_random_split(d, 3, lens, NULL, parts), EM_ERR_INVALID, "add up past 2^63");
+  em_dl_dataset_release(big);
+  em_dl_dataset_release(d);
+}
+
 EM_TEST_MAIN()

@@ -948,4 +948,74 @@ EM_TEST(throughput_samples_per_second) {
   em_dl_dataset_release(d);
 }
 
+/* ---- user mistakes ------------------------------------------------------------------------ */
+
+/* yields two items, the second along with done (fields with done are not
+ * a sample, and must not leak), or fails silently when ctx says so */
+static em_status odd_begin(void *ctx, const em_dl_worker_info *info, void **state) {
+  *state = calloc(1, sizeof(int));
+  return EM_OK;
+}
+static em_status odd_next(void *ctx, void *state, em_dl_sample *out, bool *done) {
+  int *k = state;
+  if (*(int *)ctx) return EM_ERR_IO; /* no message */
+  EM_CHECK(em_dl_sample_push(out, em_tensor_scalar(em_scalar_int(*k), EM_INT64)));
+  *done = ++*k == 2;
+  return EM_OK;
+}
+static em_status silent_collate(void *ctx, int n, em_dl_sample *samples, em_dl_batch_builder *b) {
+  return EM_ERR_IO;
+}
+
+EM_TEST(loader_mistakes) {
+  int silent = 0;
+  static const em_dl_dataset_ops ops = {.name = "Odd", .iter_begin = odd_begin,
+                                        .iter_next = odd_next, .iter_end = rg_end};
+  em_dl_dataset *d = em_dl_dataset_create(&ops, &silent);
+  em_dl_loader_options o;
+  em_dl_loader_options_init(&o);
+  /* bounds that keep sizes from wrapping */
+  o.batch_size = ((int64_t)1 << 61) + 1;
+  ASSERT_NULL_ERR(em_dl_loader_create(d, &o), EM_ERR_INVALID, "batch_size=2305843009213693953 is too large");
+  o.batch_size = 2;
+  o.slot_bytes = SIZE_MAX - 10;
+  ASSERT_NULL_ERR(em_dl_loader_create(d, &o), EM_ERR_INVALID, "slot_bytes=18446744073709551605 is too large");
+  o.slot_bytes = 0;
+  o.num_workers = 2;
+  o.prefetch_factor = 1 << 28;
+  ASSERT_NULL_ERR(em_dl_loader_create(d, &o), EM_ERR_INVALID, "batches in flight is too many");
+  ASSERT_EQ(em_dl_iter_worker_pids(NULL, NULL, 4), 0);
+  for (int workers = 0; workers <= 1; workers++) {
+    em_dl_loader *l = make_loader(d, workers, 4, false, false, NULL);
+    silent = 0;
+    em_dl_iter *it = em_dl_loader_iter(l);
+    em_dl_batch b;
+    bool done;
+    ASSERT_OK(em_dl_iter_next(it, &b, &done));
+    ASSERT_TRUE(!done && em_tensor_size(b.t[0], 0) == 1); /* item 1 came with done */
+    em_dl_batch_release(&b);
+    ASSERT_OK(em_dl_iter_next(it, &b, &done));
+    ASSERT_TRUE(done);
+    em_dl_iter_destroy(it);
+    silent = 1;
+    it = em_dl_loader_iter(l);
+    ASSERT_ERR(em_dl_iter_next(it, &b, &done), EM_ERR_IO, "Odd: iter_next failed without an error message");
+    em_dl_iter_destroy(it);
+    em_dl_loader_destroy(l);
+    silent = 0;
+    o = (em_dl_loader_options){0};
+    em_dl_loader_options_init(&o);
+    o.batch_size = 2;
+    o.num_workers = workers;
+    o.collate_fn = silent_collate;
+    l = em_dl_loader_create(d, &o);
+    it = em_dl_loader_iter(l);
+    ASSERT_ERR(em_dl_iter_next(it, &b, &done), EM_ERR_IO, "collate_fn failed without an error message");
+    em_dl_iter_destroy(it);
+    em_dl_loader_destroy(l);
+  }
+  em_dl_dataset_release(d);
+  ASSERT_EQ(dl_shm_count(getpid()), 0);
+}
+
 EM_TEST_MAIN()

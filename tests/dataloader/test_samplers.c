@@ -530,4 +530,80 @@ EM_TEST(user_sampler) {
   em_dl_sampler_release(s);
 }
 
+/* ---- user mistakes in samplers --------------------------------------------------------- */
+
+static int flaky_calls;
+static int64_t flaky_buf[2] = {0, 1};
+static em_status flaky_begin(void *ctx, void **state) {
+  *state = NULL;
+  flaky_calls = 0;
+  return EM_OK;
+}
+/* yields [0, 1], fails (call 1), then yields [0, 1] again, then ends */
+static em_status flaky_next(void *ctx, void *state, const int64_t **idx, int64_t *n) {
+  int c = flaky_calls++;
+  if (c == 1) return em_set_error(EM_ERR_IO, "Flaky: next failed");
+  if (c == 0 || c == 2) {
+    *idx = flaky_buf;
+    *n = 2;
+  }
+  return EM_OK;
+}
+static em_status silent_begin(void *ctx, void **state) { return EM_ERR_IO; }
+static em_status null_next(void *ctx, void *state, const int64_t **idx, int64_t *n) {
+  *n = 3; /* and no array */
+  return EM_OK;
+}
+
+EM_TEST(sampler_mistakes) {
+  /* a failed next leaves the pass usable: the batch sampler does not keep
+   * a half-taken chunk */
+  static const em_dl_sampler_ops flaky = {.name = "Flaky", .begin = flaky_begin, .next = flaky_next};
+  em_dl_sampler *s = em_dl_sampler_create(&flaky, NULL);
+  em_dl_sampler *b = em_dl_batch_sampler_create(s, 3, false);
+  em_dl_sampler_iter *it = em_dl_sampler_iter_create(b);
+  ASSERT_NOTNULL(it);
+  const int64_t *idx;
+  int64_t n;
+  ASSERT_ERR(em_dl_sampler_iter_next(it, &idx, &n), EM_ERR_IO, "Flaky: next failed");
+  ASSERT_OK(em_dl_sampler_iter_next(it, &idx, &n));
+  ASSERT_EQ(n, 2);
+  ASSERT_EQ(idx[1], 1);
+  em_dl_sampler_iter_destroy(it);
+  /* a begin or next that fails without a message gets one */
+  static const em_dl_sampler_ops silent = {.name = "Silent", .begin = silent_begin, .next = flaky_next};
+  em_dl_sampler *q = em_dl_sampler_create(&silent, NULL);
+  em_dl_sampler *qb = em_dl_batch_sampler_create(q, 2, false);
+  ASSERT_NULL_ERR(em_dl_sampler_iter_create(q), EM_ERR_IO, "Silent: begin failed without an error message");
+  ASSERT_NULL_ERR(em_dl_sampler_iter_create(qb), EM_ERR_IO, "Silent: begin failed without");
+  /* n > 0 without an array */
+  static const em_dl_sampler_ops nul = {.name = "Null", .begin = flaky_begin, .next = null_next};
+  em_dl_sampler *z = em_dl_sampler_create(&nul, NULL);
+  int64_t *out;
+  ASSERT_ERR(em_dl_sampler_collect(z, 10, &out, &n), EM_ERR_INVALID, "Null: next returned 3 indices but no array");
+  ASSERT_ERR(em_dl_sampler_collect(z, 10, NULL, &n), EM_ERR_INVALID, "NULL output");
+  ASSERT_TRUE(em_dl_sampler_retain(NULL) == NULL);
+  /* sizes that would overflow */
+  em_dl_distributed_options o;
+  em_dl_distributed_options_init(&o);
+  o.num_replicas = INT64_MAX;
+  o.rank = 5;
+  em_dl_sampler *d = em_dl_distributed_sampler_create(10, &o);
+  ASSERT_NOTNULL(d);
+  ASSERT_OK(em_dl_sampler_collect(d, 10, &out, &n));
+  ASSERT_EQ(n, 1); /* padding: every replica gets one index */
+  free(out);
+  o.drop_last = true;
+  em_dl_sampler *d2 = em_dl_distributed_sampler_create(10, &o);
+  ASSERT_EQ(em_dl_sampler_len(d2), 0);
+  ASSERT_NULL_ERR(em_dl_random_sampler_create(0, false, 5, NULL), EM_ERR_INVALID,
+                  "cannot draw 5 samples from an empty dataset");
+  double w[3] = {1e308, 1e308, 1e308};
+  ASSERT_NULL_ERR(em_dl_weighted_random_sampler_create(3, w, 10, true, NULL), EM_ERR_INVALID,
+                  "weights add up to more than a double holds");
+  em_dl_sampler_release(d2), em_dl_sampler_release(d), em_dl_sampler_release(z);
+  em_dl_sampler_release(qb), em_dl_sampler_release(q), em_dl_sampler_release(b);
+  em_dl_sampler_release(s);
+}
+
 EM_TEST_MAIN()
