@@ -222,6 +222,10 @@ static inline bool em__dl_sample_ok(const em_dl_sample *s) {
   return s->n >= 0 && s->n <= EM_DL_MAX_FIELDS;
 }
 em_status em__dl_sample_bad(em_dl_sample *s, const char *who);
+/* An iterable dataset's iter_next into s, checked: on failure nothing is
+ * left in s and the error names the dataset; with *done, s is empty
+ * (fields returned along with done are not a sample). */
+em_status em__dl_iter_next(em_dl_dataset *d, void *state, em_dl_sample *s, bool *done);
 /* After a user callback failed with st: if it set no error message, one
  * naming what failed ("<fmt> failed without a message"); returns st, or
  * EM_ERR_STATE for a failure reported as OK. */

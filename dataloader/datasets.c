@@ -48,6 +48,24 @@ em_status em__dl_callback_failed(em_status st, const char *fmt, ...) {
   return em__set_error(st, "%s failed without an error message", what);
 }
 
+em_status em__dl_iter_next(em_dl_dataset *d, void *state, em_dl_sample *s, bool *done) {
+  em__dl_sample_clear(s);
+  em_clear_error();
+  em_status st = d->ops.iter_next(d->ctx, state, s, done);
+  if (!st && !em__dl_sample_ok(s)) {
+    char who[96];
+    snprintf(who, sizeof who, "%s: iter_next", d->ops.name);
+    return em__dl_sample_bad(s, who);
+  }
+  if (st) {
+    if (!em__dl_sample_ok(s)) s->n = EM_DL_MAX_FIELDS; /* release what it filled */
+    em_dl_sample_release(s);
+    return em__dl_callback_failed(st, "%s: iter_next", d->ops.name);
+  }
+  if (*done) em_dl_sample_release(s);
+  return EM_OK;
+}
+
 em_status em__dl_sample_bad(em_dl_sample *s, const char *who) {
   int n = s->n;
   /* the fields it did fill are the non-NULL ones (em__dl_sample_clear) */

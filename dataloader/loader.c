@@ -1223,27 +1223,10 @@ static em_status next_inproc(em_dl_iter *it, em_dl_batch *out, bool *done) {
     EM_CHECK(grow_samples(it, want));
     while (got < want && !it->src_done) {
       bool d = false;
-      em_dl_sample *s = &it->samples[got];
-      em__dl_sample_clear(s);
-      em_clear_error();
-      st = l->ds->ops.iter_next(l->ds->ctx, it->ds_state, s, &d);
-      if (!st && !em__dl_sample_ok(s)) {
-        char who[96];
-        snprintf(who, sizeof who, "%s: iter_next", l->ds->ops.name);
-        st = em__dl_sample_bad(s, who);
-      }
-      if (st) {
-        if (!em__dl_sample_ok(s)) s->n = EM_DL_MAX_FIELDS; /* release what it filled */
-        em_dl_sample_release(s);
-        em__dl_callback_failed(st, "%s: iter_next", l->ds->ops.name);
-        goto fail;
-      }
-      if (d) {
-        em_dl_sample_release(s); /* fields with done: not a sample */
-        it->src_done = true;
-      } else {
-        got++;
-      }
+      st = em__dl_iter_next(l->ds, it->ds_state, &it->samples[got], &d);
+      if (st) goto fail;
+      if (d) it->src_done = true;
+      else got++;
     }
     if (got == 0 || (got < want && l->o.drop_last && l->o.batch_size > 0)) {
       for (int64_t i = 0; i < got; i++) em_dl_sample_release(&it->samples[i]);

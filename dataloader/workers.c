@@ -313,26 +313,14 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
     }
     for (; got < want; got++) {
       bool done = false;
-      em_dl_sample *s = &w->samples[got];
-      em__dl_sample_clear(s);
-      em_clear_error();
       wk_check_hangup(w);
-      st = c->dataset->ops.iter_next(c->dataset->ctx, w->iter_state, s, &done);
-      if (!st && !em__dl_sample_ok(s)) {
-        char who[96];
-        snprintf(who, sizeof who, "%s: iter_next", c->dataset->ops.name);
-        st = em__dl_sample_bad(s, who);
-      }
+      st = em__dl_iter_next(c->dataset, w->iter_state, &w->samples[got], &done);
       if (st) {
-        if (!em__dl_sample_ok(s)) s->n = EM_DL_MAX_FIELDS; /* release what it filled */
-        em_dl_sample_release(s);
         wk_release_samples(w, got);
-        em__dl_callback_failed(st, "%s: iter_next", c->dataset->ops.name);
         wk_error(w, EM_DL_MSG_ERROR, batch, slot, -1, st, "%s", em_last_error());
         return;
       }
       if (done) {
-        em_dl_sample_release(s); /* fields with done: not a sample */
         w->exhausted = true;
         break;
       }
