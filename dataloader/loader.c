@@ -270,7 +270,9 @@ static void pool_fail(dl_pool *p, em_status st, const char *msg) {
   p->broken_msg = strdup(msg);
 }
 
-static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
+/* A pool of l's workers, not started yet (pool_spawn forks them): their
+ * mailboxes, and the spinning policy. */
+static dl_pool *pool_create(em_dl_loader *l) {
   const em_dl_loader_options *o = &l->o;
   int n = o->num_workers;
   int nslots = o->prefetch_factor + 1;
@@ -326,6 +328,14 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
     atomic_init(&p->w[i].mbox->batch, -1);
     atomic_init(&p->w[i].mbox->sample, -1);
   }
+  return p;
+}
+
+/* Forks pool p's workers (from pool_create). On failure the pool is shut
+ * down and freed. */
+static em_status pool_spawn(dl_pool *p, em_dl_loader *l, uint64_t base_seed) {
+  const em_dl_loader_options *o = &l->o;
+  int n = p->n, nslots = p->nslots;
   for (int i = 0; i < n; i++) {
     dl_worker *w = &p->w[i];
     int sv[2];
@@ -380,14 +390,14 @@ static dl_pool *pool_start(em_dl_loader *l, uint64_t base_seed) {
     em__dl_fd_register(w->efd); /* workers forked later must not keep it */
   }
   em__dl_fd_register(p->main_efd); /* only this pool's workers keep it */
-  return p;
+  return EM_OK;
 fail:;
   em_status st = em_last_status();
   char *msg = strdup(em_last_error()); /* pool_shutdown may set errors of its own */
   pool_shutdown(p);
   em__set_error(st, "%s", msg ? msg : "DataLoader: cannot start the workers (out of memory)");
   free(msg);
-  return NULL;
+  return st ? st : EM_ERR_NOMEM;
 }
 
 /* "was killed by signal 11 (Segmentation fault)" */
@@ -943,8 +953,9 @@ static em_status flush_pending(em_dl_iter *it) {
   return st;
 }
 
-/* Creates tasks up to the prefetch limit, then sends what it can. */
-static em_status dispatch(em_dl_iter *it) {
+/* Creates tasks up to the prefetch limit (taking their indices from the
+ * sampler), to be sent by flush_pending. */
+static em_status make_tasks(em_dl_iter *it) {
   dl_pool *p = it->pool;
   while (!it->src_done && it->send_idx - it->rcvd_idx < it->cap) {
     int w = -1;
@@ -984,6 +995,12 @@ static em_status dispatch(em_dl_iter *it) {
     t->slot = -1;
     t->seg = NULL;
   }
+  return EM_OK;
+}
+
+/* Creates tasks up to the prefetch limit, then sends what it can. */
+static em_status dispatch(em_dl_iter *it) {
+  EM_CHECK(make_tasks(it));
   return flush_pending(it);
 }
 
@@ -1113,6 +1130,12 @@ static void retire_finished(em_dl_iter *it) {
   }
 }
 
+/* Keeps the error just met for the next call to report. */
+static void defer_error(em_dl_iter *it) {
+  it->deferred = em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
+  it->deferred_msg = strdup(em_last_error());
+}
+
 static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
   dl_pool *p = it->pool;
   if (it->deferred) {
@@ -1148,10 +1171,7 @@ static em_status next_mp(em_dl_iter *it, em_dl_batch *out, bool *done) {
         task_clear(t);
         /* Keep the workers busy while the caller works; an error here (a
          * sampler failing) is reported by the next call. */
-        if (!st && dispatch(it) && !it->deferred) {
-          it->deferred = em_last_status() ? em_last_status() : EM_ERR_INTERNAL;
-          it->deferred_msg = strdup(em_last_error());
-        }
+        if (!st && dispatch(it) && !it->deferred) defer_error(it);
         if (!st && it->src_done) retire_finished(it);
         return st;
       }
@@ -1444,9 +1464,26 @@ em_dl_iter *em_dl_loader_iter(em_dl_loader *l) {
         wake_worker(w);
       }
     } else {
-      it->pool = pool_start(l, seed);
+      /* The first tasks are made before the fork: the sampler's work (a
+       * permutation) then writes pages not yet shared with the workers,
+       * which costs no copy-on-write faults (at 1 worker, 29 page faults
+       * from iter() to the first batch instead of 266), and the tasks go
+       * out the moment the workers exist. A sampler that fails here is
+       * reported by the first next(), as later in the pass. */
+      it->pool = pool_create(l);
       if (!it->pool) goto fail;
+      it->owns_pool = true; /* until the workers run */
+      if (!l->iterable) {
+        it->sit = em_dl_sampler_iter_create(l->bsampler ? l->bsampler : l->isampler);
+        if (!it->sit) goto fail;
+      }
+      if (make_tasks(it)) defer_error(it);
+      if (pool_spawn(it->pool, l, seed)) {
+        it->pool = NULL; /* pool_spawn freed it */
+        goto fail;
+      }
       if (o->persistent_workers) l->pool = it->pool;
+      if (!it->deferred && flush_pending(it)) defer_error(it);
     }
     it->owns_pool = !o->persistent_workers;
   }
@@ -1460,7 +1497,7 @@ em_dl_iter *em_dl_loader_iter(em_dl_loader *l) {
       }
       it->ds_live = true;
     }
-  } else {
+  } else if (!it->sit) {
     it->sit = em_dl_sampler_iter_create(l->bsampler ? l->bsampler : l->isampler);
     if (!it->sit) goto fail;
   }

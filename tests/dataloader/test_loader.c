@@ -910,6 +910,57 @@ EM_TEST(failing_sampler_is_an_error_not_a_hang) {
   em_dl_dataset_release(d);
 }
 
+/* A sampler that fails in begin (*ctx == -1) or on its first chunk. The
+ * loader takes the first chunks before it forks the workers. */
+static em_status early_begin(void *ctx, void **state) {
+  *state = NULL;
+  if (*(int *)ctx < 0) return em_set_error(EM_ERR_INVALID, "sampler broke in begin");
+  return EM_OK;
+}
+static em_status early_next(void *ctx, void *state, const int64_t **idx, int64_t *n) {
+  return em_set_error(EM_ERR_INVALID, "sampler broke at once");
+}
+
+EM_TEST(sampler_failing_before_the_first_batch) {
+  static const em_dl_sampler_ops ops = {.name = "Early", .len = br_len, .begin = early_begin,
+                                        .next = early_next};
+  em_dl_dataset *d = make_images(20);
+  for (int where = -1; where <= 0; where++) {
+    em_dl_sampler *s = em_dl_sampler_create(&ops, &where);
+    for (int w = 1; w <= 2; w++) {
+      em_dl_loader_options o;
+      em_dl_loader_options_init(&o);
+      o.batch_size = 2;
+      o.num_workers = w;
+      o.sampler = s;
+      o.persistent_workers = w == 2;
+      em_dl_loader *l = em_dl_loader_create(d, &o);
+      ASSERT_TRUE(l != NULL);
+      if (where < 0) { /* iter fails, and no worker was started */
+        ASSERT_PNULL_ERR(em_dl_loader_iter(l), EM_ERR_INVALID, "sampler broke in begin");
+        ASSERT_TRUE(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+      } else { /* the first next reports it; the pass then ends */
+        em_dl_iter *it = em_dl_loader_iter(l);
+        ASSERT_TRUE(it != NULL);
+        pid_t pids[2];
+        ASSERT_EQ(em_dl_iter_worker_pids(it, pids, 2), w);
+        em_dl_batch b;
+        bool done;
+        ASSERT_EQ(em_dl_iter_next(it, &b, &done), EM_ERR_INVALID);
+        ASSERT_TRUE(strstr(em_last_error(), "sampler broke at once") != NULL);
+        em_dl_iter_destroy(it);
+        em_dl_loader_destroy(l);
+        l = NULL;
+        for (int k = 0; k < w; k++) ASSERT_TRUE(!dl_pid_running(pids[k]));
+      }
+      em_dl_loader_destroy(l);
+      ASSERT_EQ(dl_shm_count(getpid()), 0);
+    }
+    em_dl_sampler_release(s);
+  }
+  em_dl_dataset_release(d);
+}
+
 /* ---- throughput ----------------------------------------------------------------------------- */
 
 static double now(void) {
