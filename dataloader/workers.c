@@ -347,8 +347,11 @@ static void wk_task(wk *w, int64_t batch, int32_t slot, int64_t n) {
   if (!st) st = fn(c->collate_ctx, (int)got, w->samples, &b);
   wk_release_samples(w, got);
   if (st) {
+    /* "collate_fn: <its message>", or the loader's for a silent failure */
+    bool silent = em_last_status() == EM_OK || !em_last_error()[0];
     em__dl_callback_failed(st, "collate_fn");
-    wk_error(w, EM_DL_MSG_ERROR, batch, slot, -1, st, "collate_fn: %s", em_last_error());
+    wk_error(w, EM_DL_MSG_ERROR, batch, slot, -1, st, "%s%s", silent ? "" : "collate_fn: ",
+             em_last_error());
     em__dl_builder_deinit(&b);
     return;
   }

@@ -1062,6 +1062,7 @@ EM_TEST(loader_mistakes) {
     l = em_dl_loader_create(d, &o);
     it = em_dl_loader_iter(l);
     ASSERT_ERR(em_dl_iter_next(it, &b, &done), EM_ERR_IO, "collate_fn failed without an error message");
+    ASSERT_TRUE(strstr(em_last_error(), "collate_fn: collate_fn") == NULL); /* named once */
     em_dl_iter_destroy(it);
     em_dl_loader_destroy(l);
   }
