@@ -37,6 +37,13 @@ void em_dl_sample_release(em_dl_sample *s) {
 
 void em__dl_sample_clear(em_dl_sample *s) { memset(s, 0, sizeof *s); }
 
+/* Releases what a callback filled into s (cleared before it ran, so the
+ * filled fields are the non-NULL ones, whatever n it left). */
+static void sample_drop(em_dl_sample *s) {
+  for (int i = 0; i < EM_DL_MAX_FIELDS; i++) em_tensor_release(s->t[i]);
+  memset(s, 0, sizeof *s);
+}
+
 em_status em__dl_callback_failed(em_status st, const char *fmt, ...) {
   if (!st) st = EM_ERR_STATE;
   if (em_last_status() != EM_OK && em_last_error()[0]) return st;
@@ -58,8 +65,7 @@ em_status em__dl_iter_next(em_dl_dataset *d, void *state, em_dl_sample *s, bool 
     return em__dl_sample_bad(s, who);
   }
   if (st) {
-    if (!em__dl_sample_ok(s)) s->n = EM_DL_MAX_FIELDS; /* release what it filled */
-    em_dl_sample_release(s);
+    sample_drop(s);
     return em__dl_callback_failed(st, "%s: iter_next", d->ops.name);
   }
   if (*done) em_dl_sample_release(s);
@@ -68,9 +74,7 @@ em_status em__dl_iter_next(em_dl_dataset *d, void *state, em_dl_sample *s, bool 
 
 em_status em__dl_sample_bad(em_dl_sample *s, const char *who) {
   int n = s->n;
-  /* the fields it did fill are the non-NULL ones (em__dl_sample_clear) */
-  for (int i = 0; i < EM_DL_MAX_FIELDS; i++) em_tensor_release(s->t[i]);
-  s->n = 0;
+  sample_drop(s);
   return em__set_error(EM_ERR_INVALID, "%s returned a sample of %d fields (0 to %d)", who, n,
                        EM_DL_MAX_FIELDS);
 }
@@ -147,8 +151,7 @@ em_status em_dl_dataset_get(em_dl_dataset *d, int64_t index, em_dl_sample *out) 
   em_clear_error();
   em_status st = d->ops.get(d->ctx, i, out);
   if (st) {
-    if (out->n < 0 || out->n > EM_DL_MAX_FIELDS) out->n = EM_DL_MAX_FIELDS; /* release the filled */
-    em_dl_sample_release(out);
+    sample_drop(out);
     if (em_last_status() == EM_OK) em__set_error(st, "%s: get(%lld) failed", d->ops.name,
                                                  (long long)i);
     return st;
